@@ -26,6 +26,7 @@ Port = Annotated[int, Meta(ge=0, le=65535)]
 U32 = Annotated[int, Meta(ge=0, le=2**32 - 1)]
 # No upper bound: msgspec rejects bounds beyond int64, and msgpack cannot carry an int above 2**64 - 1.
 U64 = Annotated[int, Meta(ge=0)]
+HlcValue = Annotated[int, Meta(ge=0, le=2**63 - 1)]  # SQLite INTEGER is signed 64-bit
 Seq = Annotated[int, Meta(ge=1, le=2**63 - 1)]
 SpaceName = Annotated[str, Meta(pattern=r"^[a-z0-9_-]{1,64}$")]
 Shard = Annotated[int, Meta(ge=0, le=65535)]

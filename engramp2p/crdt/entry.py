@@ -28,7 +28,7 @@ from engramp2p.bounds import (
     Seq,
     Shard,
     SpaceName,
-    U64,
+    HlcValue,
     Unit,
     VectorBytes,
 )
@@ -91,7 +91,7 @@ Body = Remember | Associate | Dissociate | Retract | Forget
 class Entry(Struct, array_like=True, frozen=True):
     origin: NodeId
     seq: Seq
-    hlc: U64
+    hlc: HlcValue
     prev: Hash
     body: Body
 

@@ -1,0 +1,320 @@
+"""UDP and TCP on one port, every byte sealed: the real network under a driver.
+
+The interface (``Transport``) is what ``drive`` needs and what ``memnet`` imitates: ``receive`` returns
+the next good datagram, ``send_packet`` sends one, ``request`` performs a request/response exchange
+over a fresh TCP connection, and inbound stream requests go to ``stream_handler``.
+
+Everything from the network is hostile. A datagram is checked for size (we ask the OS for one byte
+more than ``packet_size``, so an oversized one shows itself), then opened, then decoded; a stream
+frame's length is checked from its header before any of its body is read. Whatever fails is dropped
+and counted in ``counters`` -- ``receive`` and the TCP handler never raise for a remote fault, so a
+peer cannot stop our receive loop. Our own faults (a core that over-fills a packet) do raise.
+
+``receive`` reads the UDP socket directly rather than through a queue task: trio's socket calls are
+cancel-safe, so the driver can wrap ``receive`` in a deadline and lose nothing, and the kernel buffer
+is the queue.
+"""
+
+from __future__ import annotations
+
+import socket as _stdsocket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
+
+import trio
+
+from engramp2p.net.framing import (
+    DEFAULT_MAX_FRAME,
+    DEFAULT_PACKET_SIZE,
+    LENGTH_PREFIX,
+    FrameTooLarge,
+    open_frame,
+    pack_datagram,
+    read_frame,
+    seal_frame,
+    write_frame,
+)
+from engramp2p.net.seal import Keyring, SealError
+from engramp2p.net.wire import WireError, decode_packet, encode_frame
+from engramp2p.sansio import Addr
+
+StreamHandler = Callable[[Addr, Any], Awaitable[Any | None]]
+"""Answers one inbound stream request; ``None`` means "no reply" and the connection is just closed."""
+
+
+class TrafficFilter(Protocol):
+    """Fault injection hook (``repl.faults``): traffic to or from an address it names is dropped.
+
+    Checked on every send, receive and stream exchange when set; ``None`` (the default) costs one test.
+    """
+
+    def drops(self, addr: Addr) -> bool: ...
+
+
+@dataclass(slots=True)
+class Counters:
+    """What crossed the wire and what was refused; reported by ``info`` and asserted by tests.
+
+    ``packets_in``/``bytes_in`` count every datagram received, good or bad; each bad one is also counted
+    under exactly one reason (``oversize``, ``auth_failures``, ``decode_failures``).
+    """
+
+    packets_in: int = 0
+    packets_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    auth_failures: int = 0
+    decode_failures: int = 0
+    oversize: int = 0
+    stream_failures: int = 0
+    streams_in: int = 0
+    streams_out: int = 0
+    send_errors: int = 0
+    queue_drops: int = 0
+    fault_drops: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """One received, authenticated and decoded datagram."""
+
+    src: Addr
+    msgs: tuple[Any, ...]
+
+
+class Transport(Protocol):
+    """What a driver needs from a network (real sockets or ``memnet``)."""
+
+    local_addr: Addr
+    counters: Counters
+    stream_handler: StreamHandler | None
+    traffic_filter: TrafficFilter | None
+
+    async def receive(self) -> Datagram: ...
+
+    async def send_packet(self, addr: Addr, msgs: Sequence[Any]) -> None: ...
+
+    async def request(self, addr: Addr, msg: Any) -> Any | None: ...
+
+
+class NetTransport:
+    """Sealed UDP datagrams and sealed TCP request/response exchanges on one host/port.
+
+    Start it with ``await nursery.start(transport.serve)``, which binds both sockets (``port=0`` picks
+    an ephemeral port free for both protocols) and returns the bound address.
+    """
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        packet_size: int = DEFAULT_PACKET_SIZE,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        tcp_timeout: float = 10.0,
+        max_inbound_streams: int = 32,
+    ) -> None:
+        self.keyring = keyring
+        self.host = host
+        self.local_addr: Addr = (host, port)
+        self.packet_size = packet_size
+        self.max_frame = max_frame
+        self.tcp_timeout = tcp_timeout
+        self.counters = Counters()
+        self.stream_handler: StreamHandler | None = None
+        self.traffic_filter: TrafficFilter | None = None
+        self._port = port
+        self._udp: trio.socket.SocketType | None = None
+        self._send_lock = trio.Lock()
+        # Each inbound stream may buffer up to max_frame bytes: bound how many run at once.
+        self._inbound = trio.CapacityLimiter(max_inbound_streams)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[Addr] = trio.TASK_STATUS_IGNORED) -> None:
+        """Bind UDP and TCP, report the address, and serve inbound streams until cancelled."""
+        listener, udp = await self._bind()
+        self._udp = udp
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(trio.serve_listeners, self._handle_stream, [listener])
+                task_status.started(self.local_addr)
+        finally:
+            self._udp = None
+            udp.close()
+            listener.socket.close()
+
+    async def _bind(self) -> tuple[trio.SocketListener, trio.socket.SocketType]:
+        infos = await trio.socket.getaddrinfo(self.host, self._port, type=_stdsocket.SOCK_DGRAM)
+        family, _, _, _, sockaddr = infos[0]
+        host = sockaddr[0]
+        # With port 0 the TCP port the OS picks may be taken for UDP: retry a few times.
+        attempts = 50 if self._port == 0 else 1
+        for attempt in range(attempts):
+            tcp = trio.socket.socket(family, _stdsocket.SOCK_STREAM)
+            udp = trio.socket.socket(family, _stdsocket.SOCK_DGRAM)
+            try:
+                tcp.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEADDR, 1)
+                await tcp.bind((host, self._port))
+                port = tcp.getsockname()[1]
+                await udp.bind((host, port))
+                tcp.listen(128)
+            except OSError:
+                tcp.close()
+                udp.close()
+                if attempt == attempts - 1:
+                    raise
+                continue
+            self.local_addr = (host, port)
+            return trio.SocketListener(tcp), udp
+        raise AssertionError("unreachable")
+
+    # -- datagrams ------------------------------------------------------------------------------
+
+    async def receive(self) -> Datagram:
+        """The next datagram that passes size, authentication and decoding; the rest are counted."""
+        udp = self._udp
+        if udp is None:
+            raise RuntimeError("transport is not serving; start it with nursery.start(transport.serve)")
+        while True:
+            try:
+                data, addr = await udp.recvfrom(self.packet_size + 1)
+            except OSError:
+                # e.g. ICMP errors reported on some platforms: not a datagram, not fatal.
+                self.counters.send_errors += 1
+                await trio.lowlevel.checkpoint()
+                continue
+            flt = self.traffic_filter
+            if flt is not None and flt.drops((addr[0], addr[1])):
+                self.counters.fault_drops += 1
+                continue
+            msgs = self.accept(data)
+            if msgs is not None:
+                return Datagram((addr[0], addr[1]), msgs)
+
+    def accept(self, data: bytes) -> tuple[Any, ...] | None:
+        """The sans-IO half of ``receive``: a datagram's messages, or ``None`` with the reason counted.
+
+        Checks run cheapest first -- size, then authentication, then decoding -- so a flood of forged
+        packets costs no decode work.
+        """
+        c = self.counters
+        c.packets_in += 1
+        c.bytes_in += len(data)
+        if len(data) > self.packet_size:
+            c.oversize += 1
+            return None
+        try:
+            return tuple(decode_packet(self.keyring.open(data)))
+        except SealError:
+            c.auth_failures += 1
+        except WireError:
+            c.decode_failures += 1
+        return None
+
+    async def send_packet(self, addr: Addr, msgs: Sequence[Any]) -> None:
+        """Seal and send one datagram; network errors are counted (UDP is lossy anyway)."""
+        data = pack_datagram(self.keyring, msgs, self.packet_size)  # PacketTooLarge: our bug, raise
+        if self.traffic_filter is not None and self.traffic_filter.drops(addr):
+            self.counters.fault_drops += 1
+            return
+        udp = self._udp
+        if udp is None:
+            raise RuntimeError("transport is not serving")
+        try:
+            async with self._send_lock:
+                await udp.sendto(data, addr)
+        except OSError:
+            self.counters.send_errors += 1
+            return
+        self.counters.packets_out += 1
+        self.counters.bytes_out += len(data)
+
+    # -- streams --------------------------------------------------------------------------------
+
+    async def request(self, addr: Addr, msg: Any) -> Any | None:
+        """Send ``msg`` on a fresh TCP connection and return the reply, or ``None`` on any failure."""
+        c = self.counters
+        c.streams_out += 1
+        if self.traffic_filter is not None and self.traffic_filter.drops(addr):
+            c.fault_drops += 1
+            c.stream_failures += 1
+            return None
+        request = seal_frame(self.keyring, msg)
+        try:
+            with trio.fail_after(self.tcp_timeout):
+                stream = await trio.open_tcp_stream(addr[0], addr[1])
+                async with stream:
+                    await stream.send_all(request)
+                    c.bytes_out += len(request)
+                    body = await read_frame(stream, self.max_frame)
+                    if body is None:
+                        c.stream_failures += 1  # closed without a reply
+                        return None
+                    c.bytes_in += LENGTH_PREFIX + len(body)
+                    return self._open(body)
+        except trio.TooSlowError:
+            pass
+        except FrameTooLarge:
+            c.oversize += 1
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, WireError):
+            pass
+        c.stream_failures += 1
+        return None
+
+    def _open(self, body: bytes) -> Any:
+        """Open and decode a frame body, counting which check failed before re-raising."""
+        try:
+            return open_frame(self.keyring, body)
+        except SealError:
+            self.counters.auth_failures += 1
+            raise
+        except WireError:
+            self.counters.decode_failures += 1
+            raise
+
+    async def _handle_stream(self, stream: trio.SocketStream) -> None:
+        """Serve one inbound exchange: one request frame, at most one reply frame, then close."""
+        c = self.counters
+        async with stream:
+            try:
+                self._inbound.acquire_on_behalf_of_nowait(stream)
+            except trio.WouldBlock:
+                c.stream_failures += 1
+                return
+            try:
+                c.streams_in += 1
+                with trio.move_on_after(self.tcp_timeout) as scope:
+                    await self._exchange(stream)
+                if scope.cancelled_caught:
+                    c.stream_failures += 1
+            except FrameTooLarge:
+                c.oversize += 1
+                c.stream_failures += 1
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, WireError):
+                c.stream_failures += 1
+            finally:
+                self._inbound.release_on_behalf_of(stream)
+
+    async def _exchange(self, stream: trio.SocketStream) -> None:
+        body = await read_frame(stream, self.max_frame)
+        if body is None:
+            return  # connected and closed: a port scan or a health check
+        self.counters.bytes_in += LENGTH_PREFIX + len(body)
+        msg = self._open(body)
+        peer = stream.socket.getpeername()
+        if self.traffic_filter is not None and self.traffic_filter.drops((peer[0], peer[1])):
+            self.counters.fault_drops += 1
+            return
+        handler = self.stream_handler
+        reply = await handler((peer[0], peer[1]), msg) if handler is not None else None
+        if reply is None:
+            return
+        sealed = self.keyring.seal(encode_frame(reply))
+        await write_frame(stream, sealed)
+        self.counters.bytes_out += LENGTH_PREFIX + len(sealed)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from msgspec import Meta, Struct
 
-from engramp2p.bounds import MAX_MEMBERS, Host, MemberMetaBytes, Name, NodeId, Port, U32, U64
+from engramp2p.bounds import MAX_MEMBERS, U32, U64, Host, MemberMetaBytes, Name, NodeId, Port
 
 
 class State(enum.IntEnum):

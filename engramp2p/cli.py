@@ -19,8 +19,16 @@ from engramp2p import __version__
 
 # Order is the order in --help.
 COMMAND_MODULES = [
+    "engramp2p.commands.agent",
+    "engramp2p.commands.members",
+    "engramp2p.commands.space",
+    "engramp2p.commands.memory",
+    "engramp2p.commands.fault",
     "engramp2p.commands.keys",
     "engramp2p.commands.config",
+    "engramp2p.commands.top",
+    "engramp2p.commands.simulate",
+    "engramp2p.commands.demo",
 ]
 
 

@@ -110,7 +110,7 @@ def test_union_is_complete_and_tags_unique() -> None:
     tags = [mi.type_info(t).tag for t in MESSAGE_TYPES]
     assert len(tags) == len(set(tags))
     expected = {"ping", "ping_req", "ack", "nack", "alive", "suspect", "dead", "push_pull", "sync_req"}
-    expected |= {"sync_resp", "push", "push_ack", "fwd_write", "fwd_write_result", "space"}
+    expected |= {"sync_resp", "push", "push_ack", "fwd_write", "fwd_write_result", "space", "spaces"}
     expected |= {"spread_fwd", "spread_report", "recall_req", "recall_resp"}
     expected |= {"key_op", "key_op_reply"}
     assert set(tags) == expected

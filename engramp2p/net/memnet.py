@@ -213,6 +213,7 @@ class MemTransport:
         self.counters = Counters()
         self.stream_handler: StreamHandler | None = None
         self.traffic_filter: TrafficFilter | None = None
+        self.handler_timeout = tcp_timeout  # interface parity with NetTransport (handlers are not bounded here)
         self._send_ch, self._recv_ch = trio.open_memory_channel[Datagram](queue_size)
         self._queue_size = queue_size
         self._paused = False
@@ -250,13 +251,13 @@ class MemTransport:
         else:
             self.net._send(self.local_addr, addr, tuple(msgs))
 
-    async def request(self, addr: Addr, msg: Any) -> Any | None:
+    async def request(self, addr: Addr, msg: Any, timeout: float | None = None) -> Any | None:
         self.counters.streams_out += 1
         reply = None
         if self._dropped(addr):
             self.counters.stream_failures += 1
             return None
-        with trio.move_on_after(self.tcp_timeout):
+        with trio.move_on_after(self.tcp_timeout if timeout is None else timeout):
             while self._paused:
                 await self._resumed.wait()
             reply = await self.net._exchange(self.local_addr, addr, msg)

@@ -93,12 +93,13 @@ class Transport(Protocol):
     counters: Counters
     stream_handler: StreamHandler | None
     traffic_filter: TrafficFilter | None
+    handler_timeout: float
 
     async def receive(self) -> Datagram: ...
 
     async def send_packet(self, addr: Addr, msgs: Sequence[Any]) -> None: ...
 
-    async def request(self, addr: Addr, msg: Any) -> Any | None: ...
+    async def request(self, addr: Addr, msg: Any, timeout: float | None = None) -> Any | None: ...
 
 
 class NetTransport:
@@ -128,6 +129,9 @@ class NetTransport:
         self.counters = Counters()
         self.stream_handler: StreamHandler | None = None
         self.traffic_filter: TrafficFilter | None = None
+        self.handler_timeout = tcp_timeout
+        """How long an inbound request's handler may take once its frame is read (a service whose
+        answers wait for a disk commit or for other hosts raises it; reading stays ``tcp_timeout``)."""
         self._port = port
         self._udp: trio.socket.SocketType | None = None
         self._send_lock = trio.Lock()
@@ -237,8 +241,11 @@ class NetTransport:
 
     # -- streams --------------------------------------------------------------------------------
 
-    async def request(self, addr: Addr, msg: Any) -> Any | None:
-        """Send ``msg`` on a fresh TCP connection and return the reply, or ``None`` on any failure."""
+    async def request(self, addr: Addr, msg: Any, timeout: float | None = None) -> Any | None:
+        """Send ``msg`` on a fresh TCP connection and return the reply, or ``None`` on any failure.
+
+        ``timeout`` bounds the whole exchange (default ``tcp_timeout``).
+        """
         c = self.counters
         c.streams_out += 1
         if self.traffic_filter is not None and self.traffic_filter.drops(addr):
@@ -247,7 +254,7 @@ class NetTransport:
             return None
         request = seal_frame(self.keyring, msg)
         try:
-            with trio.fail_after(self.tcp_timeout):
+            with trio.fail_after(self.tcp_timeout if timeout is None else timeout):
                 stream = await trio.open_tcp_stream(addr[0], addr[1])
                 async with stream:
                     await stream.send_all(request)
@@ -290,7 +297,7 @@ class NetTransport:
             try:
                 c.streams_in += 1
                 with trio.move_on_after(self.tcp_timeout) as scope:
-                    await self._exchange(stream)
+                    await self._exchange(stream, scope)
                 if scope.cancelled_caught:
                     c.stream_failures += 1
             except FrameTooLarge:
@@ -301,11 +308,13 @@ class NetTransport:
             finally:
                 self._inbound.release_on_behalf_of(stream)
 
-    async def _exchange(self, stream: trio.SocketStream) -> None:
+    async def _exchange(self, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
         body = await read_frame(stream, self.max_frame)
         if body is None:
             return  # connected and closed: a port scan or a health check
         self.counters.bytes_in += LENGTH_PREFIX + len(body)
+        if self.handler_timeout > self.tcp_timeout:
+            scope.deadline = trio.current_time() + self.handler_timeout
         msg = self._open(body)
         peer = stream.socket.getpeername()
         if self.traffic_filter is not None and self.traffic_filter.drops((peer[0], peer[1])):

@@ -27,6 +27,7 @@ MAX_DIGEST_BYTES = 4096
 MAX_ERROR_CHARS = 1024
 MAX_SHARDS = 4096
 MAX_REPLICAS = 255
+MAX_SPACES = 1024
 
 # A version vector position: 0 means "nothing from this origin yet" (head is then all zeros).
 SeqOrZero = Annotated[int, Meta(ge=0, le=2**63 - 1)]
@@ -122,6 +123,19 @@ class SpaceDescriptor(Struct, tag="space", array_like=True, frozen=True):
     creator: NodeId
 
 
+class SpaceList(Struct, tag="spaces", array_like=True, frozen=True):
+    """Descriptor push-pull: the sender's whole map; the receiver merges it and answers with its own."""
+
+    descriptors: Annotated[list[SpaceDescriptor], Meta(max_length=MAX_SPACES)]
+
+
 ReplMessage = (
-    SyncRequest | SyncResponse | PushEntries | PushAck | ForwardWrite | ForwardWriteResult | SpaceDescriptor
+    SyncRequest
+    | SyncResponse
+    | PushEntries
+    | PushAck
+    | ForwardWrite
+    | ForwardWriteResult
+    | SpaceDescriptor
+    | SpaceList
 )

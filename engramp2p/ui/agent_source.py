@@ -12,8 +12,11 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+from msgspec import structs
+
 from engramp2p.api.client import AsyncClient, ClientError
-from engramp2p.ui.shapes import Event, ShapeError, Snapshot, to_event, to_snapshot
+from engramp2p.ui.placement import fold
+from engramp2p.ui.shapes import Event, ShapeError, ShardPlacement, Snapshot, to_event, to_snapshot
 from engramp2p.ui.source import SourceError
 
 # The agent's event type names, however it spells them, to the UI's kinds.
@@ -98,9 +101,15 @@ def event_dict(e: Any) -> dict[str, Any]:
     }
 
 
+MAX_SPACES_POLLED = 16
+"""Spaces whose placement one poll asks for (one ``space_info`` each); more are left out of the panel."""
+
+
 class AgentSource:
-    """Polls ``members`` + ``info`` on one connection and streams events on another (the client opens
-    a connection per subscription). The client reconnects on the next call after a failure."""
+    """Polls ``members`` + ``info`` (+ ``space_list`` and ``space_info`` per space, for the placement
+    panel) on one connection and streams events on another (the client opens a connection per
+    subscription). The client reconnects on the next call after a failure. An agent that does not
+    serve spaces (no replication) simply has no placement panel."""
 
     def __init__(self, socket_path: str | os.PathLike[str], *, timeout: float = 2.0) -> None:
         self.label = str(socket_path)
@@ -110,9 +119,29 @@ class AgentSource:
         try:
             members = await self.client.members()
             info = await self.client.info()
-            return to_snapshot([member_dict(m) for m in members], info_dict(info))
+            snap = to_snapshot([member_dict(m) for m in members], info_dict(info))
         except (ClientError, ShapeError) as exc:
             raise SourceError(str(exc)) from None
+        rows, dropped = await self._placement(snap)
+        return structs.replace(snap, placement=rows, dropped=snap.dropped + dropped)
+
+    async def _placement(self, snap: Snapshot) -> tuple[tuple[ShardPlacement, ...], int]:
+        """Every known space's shards x hosts; nothing (not an outage) if the agent has no spaces API."""
+        try:
+            spaces = await self.client.space_list()
+        except ClientError as exc:
+            if "does not support" in str(exc):
+                return (), 0
+            raise SourceError(str(exc)) from None
+        statuses = []
+        for space in sorted(spaces, key=lambda s: s.name)[:MAX_SPACES_POLLED]:
+            try:
+                statuses.append(await self.client.space_info(space.name))
+            except ClientError:
+                continue  # gone since the list, or a broken link the next poll's ``members`` reports
+        states = {m.name: m.state for m in snap.members}
+        me = snap.info.node.name if snap.info is not None else None
+        return fold(statuses, states, me)
 
     async def events(self) -> AsyncIterator[Event | None]:
         try:

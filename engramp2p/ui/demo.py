@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 import trio
 from msgspec import structs
 
+from engramp2p.ui.placement import fold
 from engramp2p.ui.shapes import Event, Info, MemberRow, NodeRef, Snapshot
 from engramp2p.ui.source import SourceError
 
@@ -119,7 +120,26 @@ class DemoCluster:
             counters={"packets_in": int(uptime * 40), "packets_out": int(uptime * 41)},
             uptime_s=uptime,
         )
-        return Snapshot(members=tuple(self.members), info=info)
+        placement, _ = fold(self.placement(uptime), {m.name: m.state for m in self.members}, me.name)
+        return Snapshot(members=tuple(self.members), info=info, placement=placement)
+
+    def placement(self, uptime: float) -> list[dict[str, object]]:
+        """Two fake spaces placed over the members by a fixed shuffle; a shard hosted here lags for a
+        few seconds now and then, so the panel shows catching up as well as synced copies."""
+        names = [m.name for m in self.members]
+        me = self.me.name
+        out: list[dict[str, object]] = []
+        for space, shards, replicas in (("fleet-map", 6, 3), ("robot-07-log", 2, 2)):
+            placement, rows = [], []
+            for shard in range(shards):
+                hosts = random.Random(f"{space}/{shard}").sample(names, replicas)
+                placement.append({"shard": shard, "hosts": hosts})
+                if me in hosts:
+                    lag = 40 if int(uptime + shard * 7) % 20 < 3 else 0
+                    rows.append({"shard": shard, "hosts": hosts, "lag": lag,
+                                 "peer_lag": {h: 0 for h in hosts if h != me}})
+            out.append({"space": {"name": space}, "shards": rows, "placement": placement})
+        return out
 
 
 def _with(m: MemberRow, **changes: object) -> MemberRow:

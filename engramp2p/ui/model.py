@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from msgspec import structs
 
-from engramp2p.ui.shapes import Event, Info, MemberRow, Snapshot
+from engramp2p.ui.shapes import Event, Info, MemberRow, ShardPlacement, Snapshot
 
 LOG_CAPACITY = 500
 DEDUP_WINDOW = 2000  # a resubscription replays the agent's recent history; skip what we already folded
@@ -69,6 +69,7 @@ class View:
     link: Link
     dropped: int
     self_id: str | None
+    placement: tuple[ShardPlacement, ...] = ()  # shards x hosts with sync state (empty: no spaces)
 
     def count(self, state: str) -> int:
         return sum(1 for m in self.members if m.state == state)
@@ -85,6 +86,7 @@ class TopModel:
     log: list[LogLine] = field(default_factory=list)  # ordered by ts, at most LOG_CAPACITY
     link: Link = field(default_factory=Link)
     dropped: int = 0
+    placement: tuple[ShardPlacement, ...] = ()
     _seen: set[Event] = field(default_factory=set)
     _seen_order: deque[Event] = field(default_factory=deque)
 
@@ -93,6 +95,7 @@ class TopModel:
         self.members = {m.node_id: m for m in snap.members}
         if snap.info is not None:
             self.info = snap.info
+        self.placement = snap.placement
         self.dropped += snap.dropped
 
     def apply_event(self, ev: Event) -> None:
@@ -174,6 +177,7 @@ class TopModel:
             link=self.link,
             dropped=self.dropped,
             self_id=self.info.node.node_id if self.info else None,
+            placement=self.placement,
         )
 
 

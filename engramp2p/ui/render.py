@@ -4,7 +4,7 @@ Nothing here does I/O or reads a clock (``View.now`` is the time of the frame), 
 in a worker thread and tested headless with a recording console.
 
 Layout, top to bottom: a one-line header (cluster size by state, own health score), the membership
-table beside the side panels (topology now; the placement panel joins ``DEFAULT_PANELS`` later), the
+table beside the side panels (topology, and below it the placement of shards over peers), the
 scrolling event log and a one-line status bar. Everything is sized from the terminal: at 80 columns
 the side panels collapse into a one-line "ring" of peers, the table drops its least useful columns and
 truncates names, and on tiny terminals whole sections go, most important last (status, then header).
@@ -23,7 +23,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from engramp2p.ui.model import LogLine, View, ago
-from engramp2p.ui.shapes import STATES, MemberRow
+from engramp2p.ui.shapes import STATES, MemberRow, ShardPlacement
 
 STATE_STYLE: dict[str, str] = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
 STATE_GLYPH: dict[str, str] = {"alive": "●", "suspect": "◐", "dead": "✕", "left": "○"}
@@ -41,8 +41,8 @@ EVENT_STYLE: dict[str, str] = {
 WIDE = 100  # at and above this width the side panels get their own column
 SIDE_MIN, SIDE_MAX = 26, 40
 
-# A side panel: (view, width, height) -> renderable, or None when it has nothing to show. The placement
-# panel (shards x peers, issue 5 item 6) plugs in here without touching the rest of the layout.
+# A side panel: (view, width, height) -> renderable, or None when it has nothing to show. Panels with
+# something to show share the side column, stacked top to bottom.
 SidePanel = Callable[[View, int, int], RenderableType | None]
 
 
@@ -281,6 +281,105 @@ def ring_line(view: View, width: int) -> Text:
     return _line(t, width)
 
 
+# --- placement ---------------------------------------------------------------------------------------
+
+SYNC_STYLE: dict[str, str] = {
+    "synced": "green",
+    "behind": "yellow",
+    "leaving": "blue",
+    "unknown": "cyan",
+    "fork": "bold magenta",
+    "down": "bold red",
+}
+_LEGEND = ("synced", "behind", "unknown", "down")
+
+
+def _peer_key(i: int) -> str:
+    """Column labels: A..Z then a..z then digits; a fleet wider than the panel is cut anyway."""
+    keys = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    return keys[i] if i < len(keys) else "?"
+
+
+def hidden_rows_fit(rows: Sequence[ShardPlacement], inner_h: int) -> bool:
+    """Whether the panel will need a "… more shards" line (rows beyond header, legend and one key line)."""
+    return len(rows) > inner_h - 3
+
+
+def _needs_attention(row: ShardPlacement) -> bool:
+    return any(c.sync != "synced" for c in row.hosts)
+
+
+def placement_panel(view: View, width: int, height: int) -> RenderableType | None:
+    """Shards (rows) x peers (columns): a coloured block where a peer hosts the shard, by sync state.
+
+    Peers are lettered (this agent first) with a key under the grid; ``*`` marks shards this agent holds.
+    When rows do not fit, shards needing attention are kept and the rest counted."""
+    rows = view.placement
+    if not rows:
+        return None
+    inner_w, inner_h = max(1, width - 4), max(1, height - 2)
+    me = view.info.node.name if view.info else None
+    names = sorted({c.host for r in rows for c in r.hosts}, key=lambda n: (n != me, n))
+    cols = max(0, min(len(names), (inner_w - 6) // 2))
+    shown_names = names[:cols]
+    longest = max(len(f"{r.space}/{r.shard}*") for r in rows)
+    label_w = max(1, min(longest, inner_w - 2 * cols - 1))
+
+    key_lines: list[Text] = []
+    line = Text()
+    for i, n in enumerate(shown_names):
+        piece = Text.assemble((_peer_key(i), "bold"), " " + n + ("*" if n == me else "") + "  ")
+        if line.cell_len and line.cell_len + piece.cell_len > inner_w:
+            key_lines.append(line)
+            line = Text()
+        line.append_text(piece)
+    if line.cell_len:
+        key_lines.append(line)
+    if len(names) > cols:
+        key_lines.append(Text(f"+{len(names) - cols} peers not shown", style="dim"))
+    legend = Text()
+    for state in _LEGEND:
+        legend.append("■", style=SYNC_STYLE[state])
+        legend.append(f" {state} ")
+    # Shard rows come before the peer key: the key keeps one line when rows need the room.
+    spare = inner_h - 2 - len(rows) - (1 if hidden_rows_fit(rows, inner_h) else 0)
+    keep_keys = max(min(1, len(key_lines)), min(len(key_lines), spare))
+    footer = [legend, *key_lines[:keep_keys]]
+
+    room = max(1, inner_h - 1 - len(footer))  # minus the header row
+    if len(rows) > room:
+        urgent = [r for r in rows if _needs_attention(r)]
+        calm = [r for r in rows if not _needs_attention(r)]
+        keep = set(map(id, (urgent + calm)[: max(0, room - 1)]))
+        hidden = len(rows) - len(keep)
+        chosen = [r for r in rows if id(r) in keep]
+    else:
+        chosen, hidden = list(rows), 0
+
+    lines: list[Text] = []
+    head = Text(" " * (label_w + 1))
+    for i in range(len(shown_names)):
+        head.append(_peer_key(i) + " ", style="bold")
+    lines.append(head)
+    for r in chosen:
+        label = Text(f"{r.space}/{r.shard}" + ("*" if r.hosted else ""), style="bold" if r.hosted else "")
+        label.truncate(label_w, overflow="ellipsis")
+        label.pad_right(label_w - label.cell_len + 1)
+        cells = {c.host: c for c in r.hosts}
+        for n in shown_names:
+            c = cells.get(n)
+            if c is None:
+                label.append("· ", style="dim")
+            else:
+                label.append("■ ", style=SYNC_STYLE.get(c.sync, ""))
+        lines.append(label)
+    if hidden:
+        lines.append(Text(f"… {hidden} more shards", style="dim"))
+    lines.extend(footer)
+    body = Group(*(_line(t, inner_w) for t in lines[:inner_h]))
+    return Panel(body, title="placement", title_align="left", box=box.ROUNDED, padding=(0, 1), height=height)
+
+
 # --- event log ---------------------------------------------------------------------------------------
 
 
@@ -304,7 +403,7 @@ def event_log(view: View, width: int, height: int) -> RenderableType:
 
 # --- the whole frame ---------------------------------------------------------------------------------
 
-DEFAULT_PANELS: tuple[SidePanel, ...] = (topology_panel,)
+DEFAULT_PANELS: tuple[SidePanel, ...] = (topology_panel, placement_panel)
 
 
 def frame(view: View, width: int, height: int, panels: Sequence[SidePanel] = DEFAULT_PANELS) -> Layout:
@@ -336,16 +435,32 @@ def frame(view: View, width: int, height: int, panels: Sequence[SidePanel] = DEF
 def _body(view: View, width: int, height: int, panels: Sequence[SidePanel]) -> Layout:
     body = Layout(name="body", size=height)
     side_w = min(SIDE_MAX, max(SIDE_MIN, width // 3))
-    rendered = [r for r in (p(view, side_w, height) for p in panels) if r is not None]
-    table_w = width - side_w * len(rendered)
-    if not rendered or table_w < 40:
+    table_w = width - side_w
+    rendered = _side_column(view, side_w, height, panels) if table_w >= 40 else []
+    if not rendered:
         body.update(members_table(view, width, height))
         return body
-    body.split_row(
-        Layout(members_table(view, table_w, height), name="members"),
-        *(Layout(r, size=side_w) for r in rendered),
-    )
+    side = Layout(name="side", size=side_w)
+    side.split_column(*(Layout(r, size=h) for r, h in rendered))
+    body.split_row(Layout(members_table(view, table_w, height), name="members"), side)
     return body
+
+
+def _side_column(view: View, width: int, height: int, panels: Sequence[SidePanel]) -> list[
+    tuple[RenderableType, int]
+]:
+    """The panels that have something to show, stacked in one column, sharing its height evenly (a
+    panel with nothing to show gives its share to the others; none shorter than 5 lines)."""
+    active = list(panels)
+    while active:
+        n = min(len(active), max(1, height // 5))
+        active = active[:n]
+        shares = [height // n + (1 if i < height % n else 0) for i in range(n)]
+        out = [(p(view, width, h), h) for p, h in zip(active, shares, strict=True)]
+        if all(r is not None for r, _ in out):
+            return [(r, h) for r, h in out if r is not None]
+        active = [p for p, (r, _) in zip(active, out, strict=True) if r is not None]
+    return []
 
 
 class Dashboard:

@@ -74,12 +74,31 @@ class Event(Struct, frozen=True, kw_only=True):
     detail: Text = ""
 
 
+class HostCell(Struct, frozen=True, kw_only=True):
+    """One host of one shard."""
+
+    host: Text
+    sync: Label
+    lag: Annotated[int, Meta(ge=0)] | None = None
+
+
+class ShardPlacement(Struct, frozen=True, kw_only=True):
+    """One shard for the placement panel (``ui.placement``): its hosts in placement order, each with a
+    sync state; ``hosted`` when the watched agent holds a copy itself."""
+
+    space: Label
+    shard: Annotated[int, Meta(ge=0, le=65535)]
+    hosted: bool
+    hosts: tuple[HostCell, ...]
+
+
 class Snapshot(Struct, frozen=True, kw_only=True):
-    """What one poll of the agent returns: the member table and the agent's info."""
+    """What one poll of the agent returns: the member table, the agent's info and shard placement."""
 
     members: tuple[MemberRow, ...]
     info: Info | None = None
     dropped: int = 0  # rows that failed validation while converting
+    placement: tuple[ShardPlacement, ...] = ()
 
 
 class ShapeError(ValueError):

@@ -32,6 +32,8 @@ SpaceName = Annotated[str, Meta(pattern=r"^[a-z0-9_-]{1,64}$")]
 Shard = Annotated[int, Meta(ge=0, le=65535)]
 Unit = Annotated[float, Meta(ge=0.0, le=1.0)]
 Confidence = Annotated[float, Meta(gt=0.0, le=1.0)]
+# msgspec bounds a str by code points, so on the wire these two allow up to 4x their byte figure (still
+# bounded); the exact UTF-8 byte limits of DESIGN §6 are checked where writes enter (repl/validate.py).
 Content = Annotated[str, Meta(max_length=MAX_CONTENT_BYTES)]
 VectorBytes = Annotated[bytes, Meta(max_length=4 * MAX_DIM)]
 MemberMetaBytes = Annotated[bytes, Meta(max_length=MAX_META_BYTES)]

@@ -444,6 +444,8 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         else:
             where = f"line {text.count(chr(10)) + (0 if text.endswith(chr(10)) else 1)} (end of file)"
         raise ConfigError(source, where, f"invalid TOML: {m['msg']}") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(source, "", "invalid TOML: arrays or tables nested too deeply") from None
     return _from_raw(raw, source)
 
 

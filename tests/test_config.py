@@ -244,6 +244,7 @@ BAD = [
     ),
     ("[swim]\nprobe_interval = \n", "line 2, column 18: invalid TOML: Invalid value"),
     ("[node]\nname = 'x", 'line 2 (end of file): invalid TOML: Expected "\'"'),
+    ("x = " + "[" * 2000 + "]" * 2000 + "\n", "invalid TOML: arrays or tables nested too deeply"),
 ]
 
 

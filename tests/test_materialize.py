@@ -186,3 +186,19 @@ def test_dissociate_and_retract_through_entries() -> None:
     s.apply_all(removal)
     assert s.edge_value(M1, M2) is None and s.tombstones() == 0
     assert s.edge_sources() == []  # a fully removed edge costs nothing
+
+
+def test_forget_listing_thousands_of_writers() -> None:
+    """The largest legal forget (``MAX_OBSERVED`` dots, as a hostile or huge fleet could send) is joined
+    dot by dot without touching the live slots of other writers, and an unlisted remember survives."""
+    from engramp2p.crdt.entry import MAX_OBSERVED
+
+    many = [Dot(i.to_bytes(16, "big"), 1) for i in range(1, MAX_OBSERVED)] + [Dot(O1, 1)]
+    s = ShardState("s", 0)
+    s.apply_all(chain(O1, [Remember(M1, "one", b"", 1.0)]) + chain(O2, [Remember(M1, "two", b"", 1.0)]))
+    s.apply_all(chain(O3, [Forget(M1, many)]))
+    assert s.memory(M1).body.content == "two" and s.memory_dots(M1) == [Dot(O2, 1)]
+    assert s.tombstones() == MAX_OBSERVED - 1  # O1's is covered by its prefix; the rest wait
+    again = ShardState("s", 0)
+    again.apply_all(chain(O3, [Forget(M1, many)]) + chain(O2, [Remember(M1, "two", b"", 1.0)]))
+    assert again.digest() == s.digest()

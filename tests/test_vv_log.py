@@ -271,3 +271,26 @@ def test_plan_missing_rotates_origins() -> None:
     assert [r.origin for r in plain] == ORIGINS
     assert [r.origin for r in plan_missing(src.vv, VersionVector(), rotate=4)] == ORIGINS[1:] + ORIGINS[:1]
     assert plan_missing(VersionVector(), src.vv) == []
+
+
+def test_own_write_drops_buffered_entries_of_another_history() -> None:
+    """Another store wrote seq 3..4 under our identity; once we write our own seq 2, they can never chain
+    onto our log and must not hold buffer space. The fork still shows when that history comes back."""
+    sa, sb = clone_fork()
+    me = ShardLog("s", 0)
+    assert me.offer(sb[3]).outcome is Outcome.BUFFERED
+    assert me.offer(sb[4]).outcome is Outcome.BUFFERED
+    me.append_local(ORIGINS[0], 1, sa[1].body)
+    assert me.buffered_count() == 0 and me.buffered_bytes() == 0
+    me.append_local(ORIGINS[0], 2, Retract(Y, Y))  # differs from both histories' seq 2
+    me.append_local(ORIGINS[0], 3, sa[3].body)
+    assert me.offer(sb[3]).outcome is Outcome.FORK  # re-shipped at our head: a different entry
+
+
+def test_quarantine_frees_buffered_entries() -> None:
+    sa, _ = clone_fork()
+    dst = ShardLog("s", 0)
+    assert dst.offer(sa[3]).outcome is Outcome.BUFFERED
+    assert dst.quarantine(ORIGINS[0]) and not dst.quarantine(ORIGINS[0])
+    assert dst.buffered_count() == 0 and dst.buffered_bytes() == 0
+    assert dst.offer(sa[1]).outcome is Outcome.QUARANTINED

@@ -127,6 +127,11 @@ class ShardLog:
         """Create our own next entry (next seq, ``prev`` = head hash) and extend the prefix with it.
 
         Raises if ``origin`` is quarantined: that means another store is writing with our identity.
+        Early entries of ``origin`` waiting in the buffer are dropped: they belong to another history
+        under our identity (a cloned store, or our own entries from before a crash rolled the store back),
+        so they can never chain onto the entry just written, and left there they would hold buffer space
+        until restart. That history is not lost from view: when anti-entropy brings it back, at our head
+        or chained onto it, ``offer`` reports the fork.
         """
         if origin in self.quarantined:
             raise RuntimeError("this origin is quarantined (forked); refusing to write under it")
@@ -134,6 +139,8 @@ class ShardLog:
         entry = Entry(origin, seq + 1, hlc, head, body)
         self.vv.advance(origin, seq + 1, entry_hash(self.space, self.shard, entry))
         self.stats.applied += 1
+        if origin in self._early:
+            self._drop_buffered(origin)
         return entry
 
     def hash_of(self, entry: Entry) -> bytes:
@@ -224,12 +231,26 @@ class ShardLog:
 
     def _fork(self, origin: bytes) -> OfferResult:
         self.stats.forks += 1
+        self.quarantine(origin)
+        return OfferResult(Outcome.FORK)
+
+    def quarantine(self, origin: bytes) -> bool:
+        """Reject everything further from ``origin`` and free its buffered entries (they can never drain).
+
+        For forks found outside ``offer`` too (a peer's version vector shows another head at equal seq).
+        Returns False if it already was quarantined.
+        """
+        if origin in self.quarantined:
+            return False
         self.quarantined.add(origin)
+        self._drop_buffered(origin)
+        return True
+
+    def _drop_buffered(self, origin: bytes) -> None:
         pending = self._early.pop(origin, None)
         if pending:
             self._early_count -= len(pending)
             self._early_bytes -= sum(size for _, _, size in pending.values())
-        return OfferResult(Outcome.FORK)
 
     def buffered_count(self) -> int:
         """Entries waiting in the reorder buffer."""

@@ -8,7 +8,9 @@ join of per-writer slots:
   origin's latest ``remember`` of that id, or a tombstone. ``forget`` is observed-remove: it tombstones
   exactly the remember dots it lists, so a concurrent ``remember`` (a dot the forgetter had not seen)
   survives (add-wins). The visible memory is the live slot with the largest ``(hlc, origin, seq)`` --
-  deterministic, and "latest write wins" in time when several origins write one id.
+  deterministic, and "latest write wins" in time when several origins write one id. Live slots and
+  tombstones are held apart (``_mems`` and ``_mem_tombs``), so a ``forget`` listing thousands of dots
+  costs O(dots), not O(dots x slots), and reads only ever look at live slots.
 - **Edges.** ``(src, dst)`` -> writer -> ``Slot`` (see ``edges``).
 - **Tombstone GC.** We track which entries we applied per origin (a contiguous prefix plus a small set
   above it). A tombstone for ``(w, s)`` is dropped as soon as the prefix of ``w`` reaches ``s``: every
@@ -24,7 +26,7 @@ that reaches a missing memory). Hidden edges are still digested; the digest is a
 Digest items: a live memory slot is digested as ``(id, entry hash)`` and a live edge slot as its fixed-
 width fields, so an insert never re-hashes a vector when the caller passes the hash the log computed.
 
-Memory footprint: a memory's slots are stored as one ``MemSlot`` (the usual single-writer case) or a
+Memory footprint: a memory's live slots are stored as one ``MemSlot`` (the usual single-writer case) or a
 tuple of them; the ``Remember`` body is kept as decoded (vector as ``bytes``) plus its 16-byte entry
 hash, and nothing else is allocated per memory.
 """
@@ -39,15 +41,16 @@ from typing import NamedTuple
 from msgspec import Struct
 
 from engramp2p.crdt.digest import SetDigest
-from engramp2p.crdt.edges import EdgeKey, EdgeState, Slot, live_slot, tombstone, value
-from engramp2p.crdt.entry import Associate, Dissociate, Dot, Entry, Forget, Remember, Retract, entry_hash
+from engramp2p.crdt.edges import EdgeKey, EdgeState, Slot, delta_of, value
+from engramp2p.crdt.entry import Dot, Entry, Forget, Remember, entry_hash
 
 _QQdd = struct.Struct("<QQdd")
 _MEM, _EDGE = 0, 1
 
 
 class MemSlot(Struct, frozen=True, gc=False):
-    """One origin's latest word on one memory id: a ``remember`` (``body``) or a tombstone.
+    """One origin's latest ``remember`` (``body``) of one memory id. ``tomb`` is always False: a
+    forgotten dot is kept as a bare seq in ``ShardState._mem_tombs``, never as a ``MemSlot``.
 
     ``h`` is the remember entry's hash: the digest item of a live memory is ``(id, h)``, which names the
     whole entry (origin, seq, hlc, body) without re-hashing the vector on every insert and delete.
@@ -91,9 +94,16 @@ def _as_tuple(cur: MemSlot | tuple[MemSlot, ...] | None) -> tuple[MemSlot, ...]:
 def _winner(slots: tuple[MemSlot, ...]) -> MemSlot | None:
     best = None
     for s in slots:
-        if not s.tomb and (best is None or (s.hlc, s.origin, s.seq) > (best.hlc, best.origin, best.seq)):
+        if best is None or (s.hlc, s.origin, s.seq) > (best.hlc, best.origin, best.seq):
             best = s
     return best
+
+
+def _index_of(slots: tuple[MemSlot, ...], origin: bytes) -> int:
+    for i, s in enumerate(slots):
+        if s.origin == origin:
+            return i
+    return -1
 
 
 class ShardState:
@@ -104,11 +114,11 @@ class ShardState:
         "shard",
         "digest_set",
         "_mems",
+        "_mem_tombs",
         "_edges",
         "_prefix",
         "_extra",
         "_pending",
-        "_live",
         "_tombs",
         "_origins",
     )
@@ -118,12 +128,12 @@ class ShardState:
         self.space = space
         self.shard = shard
         self.digest_set = SetDigest()
-        self._mems: dict[bytes, MemSlot | tuple[MemSlot, ...]] = {}
+        self._mems: dict[bytes, MemSlot | tuple[MemSlot, ...]] = {}  # id -> live slots (visible if any)
+        self._mem_tombs: dict[tuple[bytes, bytes], int] = {}  # (id, writer) -> seq of its tombstone
         self._edges: dict[bytes, dict[bytes, EdgeState]] = {}  # src -> dst -> writer -> slot
         self._prefix: dict[bytes, int] = {}  # origin -> contiguous applied seq
         self._extra: dict[bytes, set[int]] = {}  # origin -> applied seqs above the prefix
         self._pending: dict[bytes, list[tuple[int, int, object]]] = {}  # writer -> heap of tombstones
-        self._live = 0  # ids with a visible memory
         self._tombs = 0
         # Interned origin ids: one bytes object per writer rather than one per slot.
         self._origins: dict[bytes, bytes] = {}
@@ -178,68 +188,76 @@ class ShardState:
             if h is None:
                 h = entry_hash(self.space, self.shard, entry)
             slot = MemSlot(origin, entry.seq, False, entry.hlc, body, h)
-            return Change(memory=body.id if self._put_mem(body.id, slot) else None)
-        if isinstance(body, Associate):
-            key = (body.src, body.dst)
-            self._put_edge(key, origin, live_slot(entry.seq, entry.hlc, body.weight, body.confidence))
-            return Change(edge=key)
-        if isinstance(body, Dissociate):
-            key = (body.src, body.dst)
-            for dot in body.observed:
-                self._put_edge(key, dot.writer, tombstone(dot.seq))
-            return Change(edge=key)
-        if isinstance(body, Retract):
-            key = (body.src, body.dst)
-            self._put_edge(key, origin, tombstone(entry.seq))
-            return Change(edge=key)
+            return Change(memory=body.id if self._remember(body.id, slot) else None)
         if isinstance(body, Forget):
             visible = False
             for dot in body.observed:
-                tomb = MemSlot(dot.writer, dot.seq, True, 0, None)
-                visible = self._put_mem(body.id, tomb) or visible
+                visible = self._forget_dot(body.id, dot.writer, dot.seq) or visible
             return Change(memory=body.id if visible else None)
-        return Change()  # unreachable for decoded entries: Body is a closed union
+        edge = delta_of(entry)  # associate, dissociate, retract: the edge CRDT's own delta mutators
+        if edge is None:
+            return Change()  # unreachable for decoded entries: Body is a closed union
+        key, delta = edge
+        for writer, slot in delta.items():
+            # Known writers share one bytes object; unknown ones (a dot naming a stranger) are not
+            # interned, so hostile dots cannot grow ``_origins``.
+            self._put_edge(key, self._origins.get(writer, writer), slot)
+        return Change(edge=key)
 
-    def _put_mem(self, mem_id: bytes, slot: MemSlot) -> bool:
-        """Join one memory slot; True if the visible memory changed."""
+    def _remember(self, mem_id: bytes, slot: MemSlot) -> bool:
+        """Join one live memory slot; True if the visible memory changed."""
+        key = (mem_id, slot.origin)
+        tomb = self._mem_tombs.get(key)
+        if tomb is not None:
+            if tomb >= slot.seq:
+                return False  # forgotten: at equal seq a tombstone beats a live slot
+            del self._mem_tombs[key]  # a later remember by that writer beats its tombstone
+            self._tombs -= 1
         cur = self._mems.get(mem_id)
-        if cur is None and not slot.tomb:  # fast path: a new memory
+        digest = self.digest_set
+        if cur is None:  # fast path: a new memory
             self._mems[mem_id] = slot
-            self.digest_set.add(_mem_item(mem_id, slot))
-            self._live += 1
+            digest.add(_mem_item(mem_id, slot))
             return True
         slots = _as_tuple(cur)
-        index = -1
-        for i, s in enumerate(slots):
-            if s.origin == slot.origin:
-                index = i
-                break
-        old = slots[index] if index >= 0 else None
-        if old is not None and (slot.seq, slot.tomb) <= (old.seq, old.tomb):
-            return False
-        before = _winner(slots)
-        digest = self.digest_set
-        if old is not None:
-            if old.tomb:
-                self._tombs -= 1
-            else:
-                digest.remove(_mem_item(mem_id, old))
-        keep = True
-        if slot.tomb:
-            if self._prefix.get(slot.origin, 0) >= slot.seq:
-                keep = False  # covered: the tombstone has nothing left to suppress
-            else:
-                self._tombs += 1
-                heapq.heappush(self._pending.setdefault(slot.origin, []), (slot.seq, _MEM, mem_id))
+        index = _index_of(slots, slot.origin)
+        if index < 0:
+            new = (*slots, slot)
         else:
-            digest.add(_mem_item(mem_id, slot))
-        rest = slots[:index] + slots[index + 1 :] if index >= 0 else slots
-        new = (*rest, slot) if keep else rest
+            old = slots[index]
+            if slot.seq <= old.seq:
+                return False
+            digest.remove(_mem_item(mem_id, old))
+            new = (*slots[:index], slot, *slots[index + 1 :])
+        digest.add(_mem_item(mem_id, slot))
         self._store_mem(mem_id, new)
-        after = _winner(new)
-        if (before is None) != (after is None):
-            self._live += 1 if after is not None else -1
-        return before is not after
+        return _winner(slots) is not _winner(new)
+
+    def _forget_dot(self, mem_id: bytes, writer: bytes, seq: int) -> bool:
+        """Join the tombstone ``(writer, seq)`` into ``mem_id``; True if the visible memory changed."""
+        key = (mem_id, writer)
+        tomb = self._mem_tombs.get(key)
+        if tomb is not None and tomb >= seq:
+            return False
+        changed = False
+        slots = _as_tuple(self._mems.get(mem_id))
+        index = _index_of(slots, writer)
+        if index >= 0:
+            old = slots[index]
+            if old.seq > seq:
+                return False  # a later remember by that writer: the forget did not observe it
+            self.digest_set.remove(_mem_item(mem_id, old))
+            new = slots[:index] + slots[index + 1 :]
+            self._store_mem(mem_id, new)
+            changed = _winner(slots) is not _winner(new)
+        if tomb is not None:  # replaced by the higher tombstone below (or by nothing, if covered)
+            del self._mem_tombs[key]
+            self._tombs -= 1
+        if self._prefix.get(writer, 0) < seq:  # not yet covered: it still has something to suppress
+            self._mem_tombs[key] = seq
+            self._tombs += 1
+            heapq.heappush(self._pending.setdefault(writer, []), (seq, _MEM, mem_id))
+        return changed
 
     def _store_mem(self, mem_id: bytes, slots: tuple[MemSlot, ...]) -> None:
         if not slots:
@@ -292,13 +310,10 @@ class ShardState:
         while heap and heap[0][0] <= prefix:
             seq, kind, key = heapq.heappop(heap)
             if kind == _MEM:
-                mem_id: bytes = key  # type: ignore[assignment]
-                slots = _as_tuple(self._mems.get(mem_id))
-                for i, s in enumerate(slots):
-                    if s.origin == writer and s.tomb and s.seq == seq:
-                        self._tombs -= 1
-                        self._store_mem(mem_id, slots[:i] + slots[i + 1 :])
-                        break
+                tkey = (key, writer)  # key is the memory id
+                if self._mem_tombs.get(tkey) == seq:  # type: ignore[arg-type]
+                    del self._mem_tombs[tkey]  # type: ignore[arg-type]
+                    self._tombs -= 1
             else:
                 src, dst = key  # type: ignore[misc]
                 state = self._edges.get(src, {}).get(dst)
@@ -323,14 +338,14 @@ class ShardState:
 
     def memory_dots(self, mem_id: bytes) -> list[Dot]:
         """Dots of every live remember of ``mem_id``: what a ``Forget`` written here must list."""
-        return sorted(s.dot for s in _as_tuple(self._mems.get(mem_id)) if not s.tomb)
+        return sorted(s.dot for s in _as_tuple(self._mems.get(mem_id)))
 
     def memories(self) -> Iterator[tuple[bytes, MemSlot]]:
         """Every visible memory, in no particular order."""
         for mem_id, cur in self._mems.items():
             win = _winner(_as_tuple(cur))
-            if win is not None:
-                yield mem_id, win
+            assert win is not None  # only ids with a live slot are held
+            yield mem_id, win
 
     def edge_state(self, src: bytes, dst: bytes) -> Mapping[bytes, Slot]:
         """Raw slots of an edge (tombstones included); read-only view for writers building deltas."""
@@ -372,4 +387,4 @@ class ShardState:
 
     def __len__(self) -> int:
         """Number of visible memories."""
-        return self._live
+        return len(self._mems)

@@ -230,5 +230,5 @@ class Convergence(RuleBasedStateMachine):
             assert r.state.tombstones() == 0
 
 
-Convergence.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+Convergence.TestCase.settings = settings(max_examples=250, stateful_step_count=40, deadline=None)
 TestConvergence = Convergence.TestCase

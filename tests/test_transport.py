@@ -108,6 +108,47 @@ async def test_stream_request_response(pair: tuple[NetTransport, NetTransport]) 
         assert await a.request(b.local_addr, ping(8)) is None
 
 
+async def test_stream_connections_are_reused(pair: tuple[NetTransport, NetTransport]) -> None:
+    """Sequential exchanges share one pooled connection; a reply-less one closes it, the next reconnects."""
+    a, b = pair
+    peers: set[Addr] = set()
+
+    async def handler(src: Addr, msg: Any) -> Any | None:
+        peers.add(src)
+        return Ack(seq=msg.seq) if msg.seq < 100 else None
+
+    b.stream_handler = handler
+    with trio.fail_after(GUARD):
+        for i in range(5):
+            assert await a.request(b.local_addr, ping(i)) == Ack(seq=i)
+        assert len(peers) == 1  # one source port: one connection carried all five
+        assert len(a._pool[b.local_addr]) == 1
+        assert await a.request(b.local_addr, ping(100)) is None  # no reply: that connection is closed
+        assert not a._pool.get(b.local_addr)
+        assert await a.request(b.local_addr, ping(7)) == Ack(seq=7)
+    assert len(peers) == 2
+    assert b.counters.streams_in == 7 and a.counters.streams_out == 7
+    assert a.counters.stream_failures == 1 and b.counters.stream_failures == 0
+
+
+async def test_pooled_connection_closed_by_the_server_is_not_used(nursery: trio.Nursery) -> None:
+    """The server drops idle connections after ``idle_timeout``; the requester notices before sending."""
+    a = NetTransport(Keyring([KEY]), tcp_timeout=5.0)
+    b = NetTransport(Keyring([KEY]), tcp_timeout=5.0, idle_timeout=0.05)
+    await nursery.start(a.serve)
+    await nursery.start(b.serve)
+    b.stream_handler = _ack_handler
+    with trio.fail_after(GUARD):
+        assert await a.request(b.local_addr, ping(1)) == Ack(seq=1)
+        [(stream, _)] = a._pool[b.local_addr]
+        while b._open_inbound:  # the server gives up on the idle connection
+            await trio.sleep(0.01)
+        assert await a.request(b.local_addr, ping(2)) == Ack(seq=2)
+        [(fresh, _)] = a._pool[b.local_addr]
+    assert fresh is not stream
+    assert a.counters.stream_failures == 0 and b.counters.stream_failures == 0
+
+
 async def test_stream_to_closed_port_and_slow_peer_fail_cleanly(nursery: trio.Nursery) -> None:
     a = NetTransport(Keyring([KEY]), tcp_timeout=0.2)
     b = NetTransport(Keyring([KEY]))

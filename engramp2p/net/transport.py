@@ -2,7 +2,17 @@
 
 The interface (``Transport``) is what ``drive`` needs and what ``memnet`` imitates: ``receive`` returns
 the next good datagram, ``send_packet`` sends one, ``request`` performs a request/response exchange
-over a fresh TCP connection, and inbound stream requests go to ``stream_handler``.
+over TCP, and inbound stream requests go to ``stream_handler``.
+
+Stream connections are reused: a connection carries one exchange at a time (request frame, reply
+frame), and after a good exchange the requester keeps it in a small per-peer pool for the next
+request to that peer, while the server waits on it for another request frame. Opening, accepting and
+closing a TCP connection per exchange cost more CPU than the exchange itself for small requests (a
+single replicated write). Reuse changes nothing else: every frame is still sealed, bounded by
+``max_frame`` from its header and timed by ``tcp_timeout``; any failure, a handler with no reply
+(``None``) or a fault-filtered exchange closes the connection, exactly as before; a pooled connection
+the server closed while idle is noticed before it is used (the socket reads as ready), and a request is
+never sent twice, so a non-idempotent request (a forwarded write) cannot be applied twice by a retry.
 
 Everything from the network is hostile. A datagram is checked for size (we ask the OS for one byte
 more than ``packet_size``, so an oversized one shows itself), then opened, then decoded; a stream
@@ -17,6 +27,7 @@ is the queue.
 
 from __future__ import annotations
 
+import select
 import socket as _stdsocket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, fields
@@ -25,15 +36,17 @@ from typing import Any, Protocol
 import trio
 
 from engramp2p.net.framing import (
+    _LENGTH,
     DEFAULT_MAX_FRAME,
     DEFAULT_PACKET_SIZE,
     LENGTH_PREFIX,
     FrameTooLarge,
+    _receive_exactly,
+    frame,
     open_frame,
     pack_datagram,
     read_frame,
     seal_frame,
-    write_frame,
 )
 from engramp2p.net.seal import Keyring, SealError
 from engramp2p.net.wire import WireError, decode_packet, encode_frame
@@ -119,6 +132,9 @@ class NetTransport:
         max_frame: int = DEFAULT_MAX_FRAME,
         tcp_timeout: float = 10.0,
         max_inbound_streams: int = 32,
+        pool_per_peer: int = 8,
+        idle_timeout: float = 60.0,
+        max_idle_inbound: int = 128,
     ) -> None:
         self.keyring = keyring
         self.host = host
@@ -137,6 +153,15 @@ class NetTransport:
         self._send_lock = trio.Lock()
         # Each inbound stream may buffer up to max_frame bytes: bound how many run at once.
         self._inbound = trio.CapacityLimiter(max_inbound_streams)
+        # Connection reuse (module doc). The requester keeps at most ``pool_per_peer`` idle connections
+        # per peer and reuses one only while it has been idle for less than half the server's
+        # ``idle_timeout``, after which the server would close it; the server keeps at most
+        # ``max_idle_inbound`` connections open between exchanges (beyond that it closes after replying).
+        self.pool_per_peer = pool_per_peer
+        self.idle_timeout = idle_timeout
+        self.max_idle_inbound = max_idle_inbound
+        self._pool: dict[Addr, list[tuple[trio.SocketStream, float]]] = {}
+        self._open_inbound = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -152,6 +177,14 @@ class NetTransport:
             self._udp = None
             udp.close()
             listener.socket.close()
+            self.close_pool()
+
+    def close_pool(self) -> None:
+        """Close every idle pooled connection (the transport is stopping, or a test wants fresh ones)."""
+        pool, self._pool = self._pool, {}
+        for conns in pool.values():
+            for stream, _ in conns:
+                stream.socket.close()
 
     async def _bind(self) -> tuple[trio.SocketListener, trio.socket.SocketType]:
         infos = await trio.socket.getaddrinfo(self.host, self._port, type=_stdsocket.SOCK_DGRAM)
@@ -242,9 +275,11 @@ class NetTransport:
     # -- streams --------------------------------------------------------------------------------
 
     async def request(self, addr: Addr, msg: Any, timeout: float | None = None) -> Any | None:
-        """Send ``msg`` on a fresh TCP connection and return the reply, or ``None`` on any failure.
+        """Send ``msg`` to ``addr`` and return the reply, or ``None`` on any failure.
 
-        ``timeout`` bounds the whole exchange (default ``tcp_timeout``).
+        Uses an idle pooled connection to ``addr`` when one is usable, else opens one; ``timeout``
+        bounds the whole exchange, connecting included (default ``tcp_timeout``). The request is sent at
+        most once: a failure after sending is reported as ``None``, never retried here.
         """
         c = self.counters
         c.streams_out += 1
@@ -253,26 +288,60 @@ class NetTransport:
             c.stream_failures += 1
             return None
         request = seal_frame(self.keyring, msg)
+        stream = self._take(addr)
+        reusable = False
         try:
             with trio.fail_after(self.tcp_timeout if timeout is None else timeout):
-                stream = await trio.open_tcp_stream(addr[0], addr[1])
-                async with stream:
-                    await stream.send_all(request)
-                    c.bytes_out += len(request)
-                    body = await read_frame(stream, self.max_frame)
-                    if body is None:
-                        c.stream_failures += 1  # closed without a reply
-                        return None
-                    c.bytes_in += LENGTH_PREFIX + len(body)
-                    return self._open(body)
+                if stream is None:
+                    stream = await trio.open_tcp_stream(addr[0], addr[1])
+                await stream.send_all(request)
+                c.bytes_out += len(request)
+                body = await read_frame(stream, self.max_frame)
+                if body is None:
+                    c.stream_failures += 1  # closed without a reply
+                    return None
+                c.bytes_in += LENGTH_PREFIX + len(body)
+                reply = self._open(body)
+                reusable = True
+                return reply
         except trio.TooSlowError:
             pass
         except FrameTooLarge:
             c.oversize += 1
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, WireError):
             pass
+        finally:
+            if stream is not None:
+                if reusable:
+                    self._give(addr, stream)
+                else:
+                    stream.socket.close()  # any failure or cancellation: the stream's state is unknown
         c.stream_failures += 1
         return None
+
+    def _take(self, addr: Addr) -> trio.SocketStream | None:
+        """An idle pooled connection to ``addr`` that is still open and quiet, or ``None``."""
+        conns = self._pool.get(addr)
+        if not conns:
+            return None
+        fresh_after = trio.current_time() - self.idle_timeout / 2
+        while conns:
+            stream, since = conns.pop()
+            if since >= fresh_after and not _readable(stream):
+                return stream
+            # Idle too long (the server may be closing it), or readable: an EOF or bytes nobody asked for.
+            stream.socket.close()
+        return None
+
+    def _give(self, addr: Addr, stream: trio.SocketStream) -> None:
+        if self._udp is None:  # not serving (stopped, or never started): keep nothing open
+            stream.socket.close()
+            return
+        conns = self._pool.setdefault(addr, [])
+        if len(conns) >= self.pool_per_peer:
+            stream.socket.close()
+            return
+        conns.append((stream, trio.current_time()))
 
     def _open(self, body: bytes) -> Any:
         """Open and decode a frame body, counting which check failed before re-raising."""
@@ -286,44 +355,115 @@ class NetTransport:
             raise
 
     async def _handle_stream(self, stream: trio.SocketStream) -> None:
-        """Serve one inbound exchange: one request frame, at most one reply frame, then close."""
-        c = self.counters
-        async with stream:
-            try:
-                self._inbound.acquire_on_behalf_of_nowait(stream)
-            except trio.WouldBlock:
-                c.stream_failures += 1
-                return
-            try:
-                c.streams_in += 1
-                with trio.move_on_after(self.tcp_timeout) as scope:
-                    await self._exchange(stream, scope)
-                if scope.cancelled_caught:
-                    c.stream_failures += 1
-            except FrameTooLarge:
-                c.oversize += 1
-                c.stream_failures += 1
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, WireError):
-                c.stream_failures += 1
-            finally:
-                self._inbound.release_on_behalf_of(stream)
+        """Serve exchanges on one inbound connection: per request frame at most one reply frame.
 
-    async def _exchange(self, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
-        body = await read_frame(stream, self.max_frame)
-        if body is None:
-            return  # connected and closed: a port scan or a health check
+        The connection stays open for the next request while replies go out, for up to
+        ``idle_timeout`` between requests; any failure or a request without a reply closes it. Each
+        exchange holds one of ``max_inbound_streams`` slots from its frame header until its reply is
+        sent (only then may it buffer a frame); an idle connection holds none.
+        """
+        async with stream:
+            self._open_inbound += 1
+            try:
+                try:
+                    name = stream.socket.getpeername()
+                except OSError:  # already reset by the peer
+                    self.counters.streams_in += 1
+                    self.counters.stream_failures += 1
+                    return
+                peer: Addr = (name[0], name[1])
+                first = True
+                while True:
+                    keep = await self._serve_one(stream, peer, first)
+                    first = False
+                    if not keep or self._open_inbound > self.max_idle_inbound:
+                        return
+            finally:
+                self._open_inbound -= 1
+
+    async def _serve_one(self, stream: trio.SocketStream, peer: Addr, first: bool) -> bool:
+        """One exchange on an inbound connection; ``True`` when the connection may carry another."""
+        c = self.counters
+        header: int | WireError | None = None
+        if first:
+            c.streams_in += 1
+            with trio.move_on_after(self.tcp_timeout) as idle:
+                header = await _read_header(stream)
+            if idle.cancelled_caught:
+                c.stream_failures += 1
+                return False
+        else:
+            with trio.move_on_after(self.idle_timeout):
+                header = await _read_header(stream)
+            if header is None:
+                return False  # the requester closed it, or it sat idle too long: a clean end either way
+            c.streams_in += 1
+        if header is None:
+            return False  # connected and closed: a port scan or a health check
+        if isinstance(header, WireError):
+            c.stream_failures += 1
+            return False
+        try:
+            self._inbound.acquire_on_behalf_of_nowait(stream)
+        except trio.WouldBlock:
+            c.stream_failures += 1
+            return False
+        try:
+            with trio.move_on_after(self.tcp_timeout) as scope:
+                replied = await self._exchange(stream, peer, header, scope)
+            if scope.cancelled_caught:
+                c.stream_failures += 1
+                return False
+            return replied
+        except FrameTooLarge:
+            c.oversize += 1
+            c.stream_failures += 1
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, WireError):
+            c.stream_failures += 1
+        finally:
+            self._inbound.release_on_behalf_of(stream)
+        return False
+
+    async def _exchange(self, stream: trio.SocketStream, peer: Addr, length: int,
+                        scope: trio.CancelScope) -> bool:
+        """Read the body of a frame whose header announced ``length``, answer it; ``True`` if answered."""
+        if length > self.max_frame:
+            raise FrameTooLarge(f"frame header claims {length} bytes, max_frame {self.max_frame}")
+        body = await _receive_exactly(stream, length, allow_eof=False) if length else b""
+        assert body is not None
         self.counters.bytes_in += LENGTH_PREFIX + len(body)
         if self.handler_timeout > self.tcp_timeout:
             scope.deadline = trio.current_time() + self.handler_timeout
         msg = self._open(body)
-        peer = stream.socket.getpeername()
-        if self.traffic_filter is not None and self.traffic_filter.drops((peer[0], peer[1])):
+        if self.traffic_filter is not None and self.traffic_filter.drops(peer):
             self.counters.fault_drops += 1
-            return
+            return False
         handler = self.stream_handler
-        reply = await handler((peer[0], peer[1]), msg) if handler is not None else None
+        reply = await handler(peer, msg) if handler is not None else None
         if reply is None:
-            return
+            return False
         sealed = self.keyring.seal(encode_frame(reply))
-        await write_frame(stream, sealed)
+        await stream.send_all(frame(sealed))
         self.counters.bytes_out += LENGTH_PREFIX + len(sealed)
+        return True
+
+
+async def _read_header(stream: trio.SocketStream) -> int | WireError | None:
+    """The next frame's announced length; ``None`` on a clean close between frames, or the error."""
+    try:
+        header = await _receive_exactly(stream, LENGTH_PREFIX, allow_eof=True)
+    except WireError as exc:
+        return exc
+    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+        return WireError("connection failed")
+    if header is None:
+        return None
+    (length,) = _LENGTH.unpack(header)
+    return int(length)
+
+
+def _readable(stream: trio.SocketStream) -> bool:
+    """Whether an idle connection has something to read: EOF or an error, since no reply is due."""
+    poller = select.poll()
+    poller.register(stream.socket.fileno(), select.POLLIN)
+    return bool(poller.poll(0))

@@ -29,6 +29,7 @@ MAX_META_KEY = 128
 DEFAULT_CONFIDENCE = 1.0
 
 _meta_enc = msgspec.msgpack.Encoder(order="sorted")
+_STR_HEADER = 5  # the largest msgpack str header (str 32); a map header is at most 5 bytes too
 
 
 class WriteError(ValueError):
@@ -103,6 +104,7 @@ def vector_bytes(vector: Any, dim: int | None, field: str = "vector") -> bytes:
 
     Accepts a sequence of numbers, a 1-d numpy array, or raw float32 bytes.
     """
+    raw: bytes | None = None
     try:
         if isinstance(vector, (bytes, bytearray, memoryview)):
             raw = bytes(vector)
@@ -131,17 +133,20 @@ def vector_bytes(vector: Any, dim: int | None, field: str = "vector") -> bytes:
         raise WriteError(field, f"dimension {n} outside 1..{MAX_DIM}")
     if not np.isfinite(arr).all():
         raise WriteError(field, "contains a non-finite value (NaN, inf, or beyond float32 range)")
-    return arr.tobytes()
+    return raw if raw is not None else arr.tobytes()  # raw bytes already are the little-endian float32
 
 
 def check_content(content: Any, field: str = "content") -> str:
     """UTF-8 text of at most 64 KiB (encoded)."""
     if not isinstance(content, str):
         raise WriteError(field, "must be text")
-    try:
-        size = len(content.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise WriteError(field, "is not valid UTF-8 text") from None
+    if content.isascii():  # ASCII: one byte per character, and never a lone surrogate
+        size = len(content)
+    else:
+        try:
+            size = len(content.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise WriteError(field, "is not valid UTF-8 text") from None
     if size > MAX_CONTENT_BYTES:
         raise WriteError(field, f"is {size} bytes of UTF-8, limit {MAX_CONTENT_BYTES}")
     return content
@@ -156,12 +161,20 @@ def check_meta(meta: Any, field: str = "meta") -> dict[str, str]:
     if len(meta) > MAX_META_ENTRIES:
         raise WriteError(field, f"has {len(meta)} entries, limit {MAX_META_ENTRIES}")
     out: dict[str, str] = {}
+    ascii_bound = _STR_HEADER  # an upper bound of the encoded size while everything is ASCII
     for k, v in meta.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise WriteError(field, "keys and values must be strings")
         if not k or len(k) > MAX_META_KEY:
             raise WriteError(field, f"key {k[:32]!r} must be 1..{MAX_META_KEY} characters")
         out[k] = v
+        if ascii_bound >= 0:
+            if k.isascii() and v.isascii():
+                ascii_bound += 2 * _STR_HEADER + len(k) + len(v)
+            else:
+                ascii_bound = -1
+    if 0 <= ascii_bound <= MAX_MEMORY_META_BYTES:
+        return out  # ASCII encodes byte for byte and cannot fail; even the bound is within the limit
     try:
         size = len(_meta_enc.encode(out))
     except UnicodeEncodeError:

@@ -241,12 +241,10 @@ class ShardReplica:
         """Quarantine ``origin`` because a peer's version vector shows a different head at equal seq.
 
         Returns a report the first time (persist it with ``store.quarantine``), ``None`` if it already was.
-        Early entries of that origin already in the reorder buffer stay there, counted against its bound,
-        until restart: they can never drain (everything further from the origin is rejected).
+        Early entries of that origin waiting in the reorder buffer are freed: they can never drain.
         """
-        if origin in self.log.quarantined:
+        if not self.log.quarantine(origin):
             return None
-        self.log.quarantined.add(origin)
         return ForkReport(self.space, self.shard, origin, reason)
 
     # -- restart --------------------------------------------------------------------------------------

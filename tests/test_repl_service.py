@@ -34,7 +34,7 @@ from engramp2p.net.memnet import MemNet
 from engramp2p.net.seal import encode_key, generate_key
 from engramp2p.node import Node
 from engramp2p.repl.faults import FaultError, Faults, Peer, resolve_peers
-from engramp2p.repl.messages import AckLevel
+from engramp2p.repl.messages import AckLevel, SpaceDescriptor, SpaceList
 from engramp2p.repl.placement import shard_of
 from engramp2p.repl.service import AckTimeout, Replication, ReplicationError
 from engramp2p.repl.validate import WriteError
@@ -445,4 +445,98 @@ async def test_conflicting_descriptors_resolve_and_writes_move(autojump_clock: t
         for r in (a, b):
             assert [dst for dst, *_ in r.edges("x", left[0])] == [left[1]]
             assert [dst for dst, *_ in r.edges("x", right[0])] == [right[1]]
+        nursery.cancel_scope.cancel()
+
+
+async def test_peer_answering_with_an_unstorable_descriptor_does_not_stop_the_agent(
+        autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    """A descriptor push-pull answer is bytes from the network: one whose ``created_hlc`` the store
+    cannot hold is ignored, and the asking node keeps running (it used to raise OverflowError out of
+    the descriptor task and take the agent down)."""
+    net = MemNet(seed=11, delay=0.001)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.run)
+        c = Cluster(nursery, net, tmp_path)
+        a = await c.start(0)
+        b = await c.start(1)
+        await c.converged(2)
+        evil = SpaceDescriptor("evil", DIM, 1, 2, "cosine", 2**63 + 1, b"\x07" * 16)
+
+        async def hostile(src: Addr, msg: SpaceList) -> SpaceList:
+            return SpaceList([evil])
+
+        b._handlers[SpaceList] = hostile
+        assert await a._send_spaces(b.node_id)
+        assert a.spaces.get("evil") is None
+        await trio.sleep(1.0)
+        assert not c.stopped[0].is_set()
+        await a.create_space("fine", DIM, replicas=2)
+        nursery.cancel_scope.cancel()
+
+
+async def test_failed_commit_of_a_newly_hosted_shard_does_not_stop_the_agent(
+        autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    """A shard newly placed on us is persisted by a background commit; if that commit fails (a full
+    disk), the failure is logged and counted and the shard reloaded -- it must not escape the task and
+    stop the agent."""
+    net = MemNet(seed=12, delay=0.001)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.run)
+        c = Cluster(nursery, net, tmp_path)
+        a = await c.start(0)
+        await c.converged(1)
+        assert a.store is not None
+        real_append = a.store.append
+        failures = [1]
+
+        async def failing_append(changes: object) -> None:
+            if failures:
+                failures.pop()
+                raise OSError("disk full")
+            await real_append(changes)  # type: ignore[arg-type]
+
+        a.store.append = failing_append  # type: ignore[method-assign]
+        await a.create_space("notes", DIM, replicas=1)
+        await until(lambda: a.counters.commit_failures == 1 and ("notes", 0) in a.hosted)
+        await trio.sleep(1.0)
+        assert not c.stopped[0].is_set()
+        assert await a.remember("notes", [{"id": mid(1), "content": "m", "vector": vec(1)}]) == [mid(1)]
+        assert a.get("notes", mid(1)) is not None
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_error_inside_a_sync_round_fails_that_round_only(
+        autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected error while absorbing a sync answer (a store failure, a bug) is logged and counts as
+    a failed round, like the inbound handlers do; it must not escape the round's task and stop the agent."""
+    import engramp2p.repl.service as service
+
+    net = MemNet(seed=13, delay=0.001)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.run)
+        c = Cluster(nursery, net, tmp_path)
+        a = await c.start(0)
+        b = await c.start(1)
+        await c.converged(2)
+        await a.create_space("notes", DIM, replicas=2)
+        await until(lambda: ("notes", 0) in a.hosted and ("notes", 0) in b.hosted)
+
+        real_absorb = service.absorb
+        armed = [True]
+
+        def broken(*args: object) -> object:
+            if armed[0]:
+                raise RuntimeError("boom")
+            return real_absorb(*args)  # type: ignore[arg-type]
+
+        # (not ``monkeypatch.undo()`` later: that would also undo ``store_on_the_loop``)
+        monkeypatch.setattr(service, "absorb", broken)
+        failed = a.counters.syncs_failed
+        await a.sync_now()
+        await until(lambda: a.counters.syncs_failed > failed)
+        await trio.sleep(1.0)
+        assert not c.stopped[0].is_set()
+        armed[0] = False
+        assert await b.remember("notes", [{"id": mid(1), "content": "m", "vector": vec(1)}],
+                                ack=AckLevel.ALL) == [mid(1)]
         nursery.cancel_scope.cancel()

@@ -163,3 +163,17 @@ def test_reissue_strands_vectors_of_another_dimension() -> None:
     rep0, ids = _host_shard0_writes(A, C, 4)
     plan = plan_reissue(new_descriptor("s", 8, 1, B, shards=1), A, 0, rep0.state)
     assert sorted(plan.stranded) == sorted(ids) and not plan.moves
+
+
+def test_created_hlc_beyond_what_the_store_holds_is_ignored() -> None:
+    """The wire lets ``created_hlc`` be any u64, SQLite only a signed 64-bit integer: a descriptor past
+    2**63 - 1 from a peer must be dropped by ``merge``, not learned and then fail ``put_space`` (on the
+    descriptor push-pull task that was an OverflowError that stopped the whole agent)."""
+    r = SpaceRegistry()
+    evil = SpaceDescriptor("x", 4, 1, 3, "cosine", 2**63, A)
+    assert r.merge([evil]) == [] and r.get("x") is None
+    edge = SpaceDescriptor("x", 4, 1, 3, "cosine", 2**63 - 1, A)
+    (ch,) = r.merge([edge])
+    assert ch.new == edge and to_row(edge).created_hlc == 2**63 - 1
+    with pytest.raises(SpaceError, match="created_hlc"):
+        new_descriptor("y", 4, 2**63, A)

@@ -391,3 +391,22 @@ def test_authentic_garbage_is_a_decode_failure(plain: bytes) -> None:
     if got is None:
         assert GATE.counters.decode_failures == before["decode_failures"] + 1
         assert GATE.counters.auth_failures == before["auth_failures"]
+
+
+async def test_idle_pooled_connections_to_a_silent_peer_are_closed(nursery: trio.Nursery) -> None:
+    """Pooled connections to a peer we no longer talk to are closed once too old to reuse (any later
+    exchange sweeps the whole pool), instead of holding a file descriptor for as long as we run."""
+    a = NetTransport(Keyring([KEY]), tcp_timeout=5.0, idle_timeout=0.2)
+    b = NetTransport(Keyring([KEY]), tcp_timeout=5.0)
+    c = NetTransport(Keyring([KEY]), tcp_timeout=5.0)
+    for t in (a, b, c):
+        await nursery.start(t.serve)
+    b.stream_handler = c.stream_handler = _ack_handler
+    with trio.fail_after(GUARD):
+        assert await a.request(b.local_addr, ping(1)) == Ack(seq=1)
+        [(stream, _)] = a._pool[b.local_addr]
+        await trio.sleep(0.15)  # older than idle_timeout / 2: never reused, so not worth keeping
+        assert await a.request(c.local_addr, ping(2)) == Ack(seq=2)
+    assert b.local_addr not in a._pool
+    assert stream.socket.fileno() == -1  # closed
+    assert len(a._pool[c.local_addr]) == 1

@@ -161,6 +161,7 @@ class NetTransport:
         self.idle_timeout = idle_timeout
         self.max_idle_inbound = max_idle_inbound
         self._pool: dict[Addr, list[tuple[trio.SocketStream, float]]] = {}
+        self._next_sweep = 0.0
         self._open_inbound = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -337,11 +338,34 @@ class NetTransport:
         if self._udp is None:  # not serving (stopped, or never started): keep nothing open
             stream.socket.close()
             return
+        now = trio.current_time()
+        if now >= self._next_sweep:
+            self._sweep(now)
         conns = self._pool.setdefault(addr, [])
         if len(conns) >= self.pool_per_peer:
             stream.socket.close()
             return
-        conns.append((stream, trio.current_time()))
+        conns.append((stream, now))
+
+    def _sweep(self, now: float) -> None:
+        """Close pooled connections too old to be reused, for every peer (at most every half idle time).
+
+        ``_take`` only looks at the peer it is asked about, so without this a peer we stop talking to
+        (it failed, or came back on another port) would keep its idle connections -- file descriptors
+        the server closed long ago -- for as long as we run.
+        """
+        self._next_sweep = now + self.idle_timeout / 2
+        stale_before = now - self.idle_timeout / 2
+        for addr in list(self._pool):
+            conns = self._pool[addr]
+            keep = [(stream, since) for stream, since in conns if since >= stale_before]
+            for stream, since in conns:
+                if since < stale_before:
+                    stream.socket.close()
+            if keep:
+                self._pool[addr] = keep
+            else:
+                del self._pool[addr]
 
     def _open(self, body: bytes) -> Any:
         """Open and decode a frame body, counting which check failed before re-raising."""

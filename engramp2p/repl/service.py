@@ -26,6 +26,7 @@ passes every other message on to the node's driver unchanged; the sans-IO parts 
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import logging
 import math
@@ -550,8 +551,14 @@ class Replication:
         self.hosted[key] = hosted
         self._meta_dirty.set()
         assert self._nursery is not None
-        self._nursery.start_soon(self._commit, key, ShardChanges(key[0], key[1]))  # persist "hosted"
+        self._nursery.start_soon(self._persist_hosted, key)
         return hosted
+
+    async def _persist_hosted(self, key: ShardKey) -> None:
+        """Record "hosted" durably, in the background: a failure is ``_commit``'s to log, count and
+        recover from (it reloads the shard); raised out of this task it would stop the whole agent."""
+        with contextlib.suppress(ReplicationError):
+            await self._commit(key, ShardChanges(key[0], key[1]))
 
     def _maybe_drop(self, key: ShardKey) -> None:
         """Drop a shard we no longer host once every new host's version vector covers ours."""
@@ -1092,6 +1099,8 @@ class Replication:
                 self._maybe_drop(key)
         except ReplicationError:
             pass
+        except Exception:  # a store failure or a bug in one round must not stop the agent (as _on_stream)
+            log.exception("%s/%d: sync with %s failed", key[0], key[1], self._name(start.peer))
         finally:
             if ok:
                 self.counters.syncs_ok += 1

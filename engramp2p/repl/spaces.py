@@ -57,6 +57,8 @@ DEFAULT_SHARDS = 1
 DEFAULT_REPLICAS = 3
 DEFAULT_METRIC = "cosine"
 METRICS = ("cosine",)
+MAX_CREATED_HLC = 2**63 - 1
+"""The wire allows any u64, but the store keeps ``created_hlc`` in a signed 64-bit SQLite INTEGER."""
 
 _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder(SpaceDescriptor)
@@ -82,7 +84,7 @@ def new_descriptor(name: str, dim: int, created_hlc: int, creator: bytes, *, sha
             raise SpaceError(f"{fname}: {value!r} must be an integer in 1..{hi}")
     if metric not in METRICS:
         raise SpaceError(f"metric: {metric!r} is not one of {', '.join(METRICS)}")
-    if len(creator) != NODE_ID_LEN or not 0 <= created_hlc < 2**64:
+    if len(creator) != NODE_ID_LEN or not 0 <= created_hlc <= MAX_CREATED_HLC:
         raise SpaceError("creator/created_hlc: malformed")
     return SpaceDescriptor(name, dim, shards, replicas, metric, created_hlc, creator)  # type: ignore[arg-type]
 
@@ -162,12 +164,13 @@ class SpaceRegistry:
     def merge(self, descriptors: Iterable[SpaceDescriptor]) -> list[SpaceChange]:
         """Join remote (or stored) descriptors in; returns each name whose winner changed, once.
 
-        Descriptors with an invalid name are ignored (a remote's fault; msgspec already bounded the rest).
+        Descriptors with an invalid name, or a ``created_hlc`` the store cannot hold (> 2**63 - 1), are
+        ignored (a remote's fault; msgspec already bounded the rest).
         """
         before: dict[str, SpaceDescriptor | None] = {}
         spaces = self._spaces
         for d in descriptors:
-            if not valid_name(d.name):
+            if not valid_name(d.name) or not 0 <= d.created_hlc <= MAX_CREATED_HLC:
                 continue
             cur = spaces.get(d.name)
             if cur is None or rank(d) < rank(cur):

@@ -540,3 +540,35 @@ async def test_an_error_inside_a_sync_round_fails_that_round_only(
         assert await b.remember("notes", [{"id": mid(1), "content": "m", "vector": vec(1)}],
                                 ack=AckLevel.ALL) == [mid(1)]
         nursery.cancel_scope.cancel()
+
+
+async def test_forwarded_associate_is_not_retried_at_another_host_after_no_answer(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """An unanswered forward may have been committed: an associate re-sent to the second host would add
+    a second writer's slot (and raise the edge's noisy-OR confidence), so it fails instead; a remember,
+    idempotent by id, goes on to the next host."""
+    net = MemNet(seed=5, delay=0.001)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.run)
+        c = Cluster(nursery, net, tmp_path)
+        for i in range(3):
+            await c.start(i, fault_injection=True)
+        await c.converged(3)
+        await c.repl[0].create_space("two", DIM, shards=1, replicas=2)
+        await until(lambda: all(len(r.placement.get(("two", 0), [])) == 2 for r in c.repl.values()))
+        hosts = c.repl[0].placement[("two", 0)]
+        [wi] = [i for i, r in c.repl.items() if r.node_id not in hosts]
+        writer = c.repl[wi]
+        host_names = [n for i, n in ((i, f"n{i}") for i in c.repl) if c.repl[i].node_id in hosts]
+        writer.fault_drop(host_names)  # neither host answers
+        before = writer.counters.forwards_out
+        with pytest.raises(ReplicationError, match="may or may not have been applied"):
+            await writer.associate("two", mid(1).hex(), mid(2).hex(), 0.5)
+        assert writer.counters.forwards_out == before + 1  # one host tried, not both
+        before = writer.counters.forwards_out
+        with pytest.raises(ReplicationError, match="no host of two/0 took the write"):
+            await writer.remember("two", [{"id": mid(3), "content": "r", "vector": vec(3)}])
+        assert writer.counters.forwards_out == before + 2  # idempotent: both hosts tried
+        writer.fault_heal()
+        nursery.cancel_scope.cancel()

@@ -64,7 +64,7 @@ from engramp2p.api.messages import (
     Written,
 )
 from engramp2p.api.server import CommandError
-from engramp2p.crdt.entry import Body, Dissociate, Dot, Entry, Forget, Remember
+from engramp2p.crdt.entry import Associate, Body, Dissociate, Dot, Entry, Forget, Remember, Retract
 from engramp2p.crdt.hlc import HLC
 from engramp2p.crdt.log import approx_size
 from engramp2p.crdt.vv import VersionVector
@@ -914,6 +914,11 @@ class Replication:
                 return (2, math.inf, h)
             return (0 if m.state == State.ALIVE else 1, m.rtt if m.rtt is not None else math.inf, h)
 
+        # A forwarded write is appended under the host's origin. Re-sending it to another host after
+        # no answer is harmless for remember/forget/dissociate (same id, same observed dots), but an
+        # associate or retract there would become a *second* writer's slot if the first host had in fact
+        # committed it, so those are not retried after an unknown outcome.
+        retry_safe = not any(isinstance(b, (Associate, Retract)) for b in bodies)
         errors = []
         for h in sorted(hosts, key=rank):
             addr = self._addr_of(h)
@@ -924,6 +929,11 @@ class Replication:
                 await self._send_spaces(h)  # it has not heard of the space yet: tell it, ask once more
                 reply = await self._forward_once(addr, d.name, bodies, level)
             if not isinstance(reply, ForwardWriteResult):
+                if not retry_safe:
+                    raise ReplicationError(
+                        f"{self._name(h)} did not answer; the write may or may not have been applied "
+                        "(not retried at another host, where it would count as a second writer)"
+                    )
                 errors.append(f"{self._name(h)}: no answer")
             elif reply.ok and len(reply.dots) == len(bodies):
                 return list(reply.dots)

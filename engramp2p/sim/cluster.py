@@ -105,6 +105,7 @@ class SwimCluster:
         #: What each peer's events say it believes: subject -> kind, and how many it holds alive.
         self.view: list[dict[int, str]] = [{} for _ in range(n)]
         self.seen_alive = [0] * n
+        self._kind_by_type: dict[type, str | None] = {}
 
     # -- protocol bounds ---------------------------------------------------------------------------------
 
@@ -197,11 +198,18 @@ class SwimCluster:
         return [] if core is None else list(core.members())
 
     def _on_emit(self, pid: int, now: float, event: Any) -> None:
-        if type(event) is IncarnationChanged:
+        """Feed the recorder and the event-derived views; runs once per membership event (n² while a
+        cluster forms), hence the kind lookup by type, cached from ``EVENT_KINDS`` by class name."""
+        cls = type(event)
+        if cls is IncarnationChanged:
             ident = self.identities[pid]
             ident.incarnation = max(ident.incarnation, event.incarnation)
             return
-        kind = EVENT_KINDS.get(type(event).__name__, "?")
+        kinds = self._kind_by_type
+        if cls in kinds:
+            kind = kinds[cls]
+        else:
+            kind = kinds[cls] = EVENT_KINDS.get(cls.__name__, "?")
         if kind is None:
             return
         member = getattr(event, "member", None)

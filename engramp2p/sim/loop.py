@@ -16,13 +16,16 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+#: One scheduled event: time, insertion sequence (the tie-break), callback, its arguments.
+Entry = tuple[float, int, Callable[..., None], tuple[Any, ...]]
+
 
 class EventLoop:
     """A virtual clock plus a heap of ``(time, seq, callback, args)``."""
 
     def __init__(self, *, trace: bool = False, keep_trace: bool = False) -> None:
         self.now = 0.0
-        self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
+        self._heap: list[Entry] = []
         self._seq = itertools.count()
         self.events_run = 0
         self.tracing = trace or keep_trace
@@ -34,6 +37,14 @@ class EventLoop:
         if when < self.now:
             when = self.now
         heapq.heappush(self._heap, (when, next(self._seq), callback, args))
+
+    def raw_queue(self) -> tuple[list[Entry], Callable[[], int]]:
+        """The heap and the sequence source, for callers that push ``(when, seq(), callback, args)``.
+
+        Only for hot paths that schedule millions of events (the driver's datagrams and wakes): they
+        must never push a time earlier than ``now``, since ``at``'s clamp is skipped.
+        """
+        return self._heap, self._seq.__next__
 
     def after(self, delay: float, callback: Callable[..., None], *args: Any) -> None:
         self.at(self.now + delay, callback, *args)

@@ -104,7 +104,11 @@ class Network:
         rng = self.rng
         if p.loss and rng.random() < p.loss:
             return ()
-        first = self.latency(src, dst)
+        # ``latency`` inlined (same draws, same order): this runs once per datagram.
+        offset = self._offset
+        first = p.base + offset[src] + offset[dst]
+        if p.jitter_median > 0:
+            first += p.jitter_median * math.exp(p.jitter_sigma * rng.gauss())
         if p.duplicate and rng.random() < p.duplicate:
             return (first, self.latency(src, dst))
         return (first,)

@@ -179,6 +179,7 @@ class Swim:
         # (expiry, node_id, last_change): timeouts are constant, so expiries arrive in order.
         self._dead_reap: deque[tuple[float, bytes, float]] = deque()
         self._left_reap: deque[tuple[float, bytes, float]] = deque()
+        self._reap_due = _INF  # the earlier of the two heads, so ``tick`` tests one float
 
         self._started = False
         self._leaving = False
@@ -192,6 +193,8 @@ class Swim:
         self._fixed_due = _INF
         self._seed_backoff = config.seed_retry_min
         self._out: list[Action] = []
+        self._limit_n = -1
+        self._limit = 0
         # Upper bounds of our own fixed-shape messages (largest seq), so sending costs no encoding.
         self._ping_size = encoded_size(Ping(SEQ_MOD - 1, self._id, self._id, self._addr[0], self._addr[1]))
         self._ack_size = encoded_size(Ack(SEQ_MOD - 1))
@@ -262,10 +265,8 @@ class Swim:
             d = _INF if self._leave_waited else self._leave_at + self.config.leave_propagate_delay
         else:
             d = min(self._next_probe, self._next_push_pull, self._next_reconnect, self._next_seed)
-        if self._dead_reap:
-            d = min(d, self._dead_reap[0][0])
-        if self._left_reap:
-            d = min(d, self._left_reap[0][0])
+        if self._reap_due < d:
+            d = self._reap_due
         self._fixed_due = d
 
     # ------------------------------------------------------------------ driver inputs
@@ -322,16 +323,34 @@ class Swim:
         return out
 
     def handle_packet(self, now: float, src: Addr, msgs: Sequence[SwimMessage]) -> list[Action]:
-        out = self._begin()
+        """Dispatch each message of one datagram.
+
+        A stale ``Alive`` (news we already hold) is by far the most common message while a cluster forms
+        (every join is re-gossiped ~16 times by every peer), so it is recognised inline, without a call.
+        """
+        out: list[Action] = []
+        self._out = out  # ``_begin`` inlined here and in ``tick``: they run for every input
         c = self.counters
         c["packets_in"] = c.get("packets_in", 0) + 1
         dispatch = self._dispatch
+        members_get = self._members.get
+        stale = 0
         for msg in msgs:
-            handler = dispatch.get(type(msg))
+            cls = type(msg)
+            if cls is Alive:
+                m = members_get(msg.node)  # type: ignore[union-attr]
+                if m is not None and msg.incarnation <= m.incarnation:  # type: ignore[union-attr]
+                    stale += 1
+                else:
+                    self._on_alive(now, msg)  # type: ignore[arg-type]
+                continue
+            handler = dispatch.get(cls)
             if handler is None:
                 self._count("msg_unexpected")
                 continue
             handler(now, src, msg)
+        if stale:
+            c["stale_claims"] = c.get("stale_claims", 0) + stale
         return out
 
     def handle_stream_request(
@@ -362,7 +381,8 @@ class Swim:
 
     def tick(self, now: float) -> list[Action]:
         """Fire every timer that is due at ``now``."""
-        out = self._begin()
+        out: list[Action] = []
+        self._out = out
         if not self._started:
             return out
         cfg = self.config
@@ -403,7 +423,9 @@ class Swim:
 
         if self._leaving and now >= self._leave_at + cfg.leave_propagate_delay:
             self._leave_waited = True
-        self._reap(now)
+        # Reaping is rare (tombstones expire after hours): one cached float, not a call per tick.
+        if now >= self._reap_due:
+            self._reap(now)
         self._recompute_fixed_due()
         return out
 
@@ -600,9 +622,12 @@ class Swim:
                 return
             m = Member(nid, a.name, addr, a.incarnation, State.ALIVE, a.meta, now)
             self._members[nid] = m
-            self._enter_state(m, now)
+            # ``_enter_state`` for ALIVE, inlined: this path runs n² times while a cluster forms.
+            self._alive.add(nid)
+            self._gossipable.add(nid)
+            self._add_to_probe_list(m)
             self._queue.put(nid, a)
-            self._emit(MemberJoined(m.view()))
+            self._out.append(Emit(MemberJoined(m.view())))
             return
         if a.incarnation <= m.incarnation:
             self._count("stale_claims")
@@ -769,6 +794,7 @@ class Swim:
             self._gossipable.add(nid)
             expiry = now + self.config.reconnect_timeout
             self._dead_reap.append((expiry, nid, now))
+            self._reap_due = min(self._reap_due, expiry)
             self._fixed_due = min(self._fixed_due, expiry)
             if not self._alive and self._seeds and not self._leaving and self._started:
                 self._next_seed = min(self._next_seed, now + self.config.seed_retry_min)
@@ -777,6 +803,7 @@ class Swim:
             self._gossipable.add(nid)
             expiry = now + self.config.left_reap_timeout
             self._left_reap.append((expiry, nid, now))
+            self._reap_due = min(self._reap_due, expiry)
             self._fixed_due = min(self._fixed_due, expiry)
 
     def _leave_state(self, m: Member) -> None:
@@ -796,6 +823,15 @@ class Swim:
         m.wire = None
         self._enter_state(m, now)
 
+    def _retransmit_limit(self) -> int:
+        """``retransmit_limit`` for the current live count, recomputed only when that count changes
+        (it is asked for every packet that piggybacks broadcasts)."""
+        n = len(self._alive) + self._n_suspect + 1
+        if n != self._limit_n:
+            self._limit_n = n
+            self._limit = retransmit_limit(self.config.retransmit_mult, n)
+        return self._limit
+
     def _live_count(self) -> int:
         """Members not dead or left, ourselves included: the ``n`` of memberlist's formulas."""
         return len(self._alive) + self._n_suspect + 1
@@ -811,12 +847,14 @@ class Swim:
                 del self._members[nid]
                 self._gossipable.discard(nid)
                 self._emit(MemberReaped(m.view()))
+        dr, lr = self._dead_reap, self._left_reap
+        self._reap_due = min(dr[0][0] if dr else _INF, lr[0][0] if lr else _INF)
 
     # ------------------------------------------------------------------ gossip and push-pull
 
     def _gossip(self, now: float) -> None:
         """Send queued broadcasts to a few random members, including the recently dead (memberlist)."""
-        limit = retransmit_limit(self.config.retransmit_mult, self._live_count())
+        limit = self._retransmit_limit()
         for m in self._gossip_targets(now, self.config.gossip_nodes):
             msgs, _ = self._queue.take(self._budget - PACKET_OVERHEAD, limit, MAX_PACKET_MESSAGES)
             if not msgs:
@@ -852,7 +890,8 @@ class Swim:
             self._meta,
         )
         states = [own]
-        states.extend(m.to_wire() for m in self._members.values())
+        # ``wire`` is cached until the member changes, so most of this is a list copy.
+        states.extend([m.wire or m.to_wire() for m in self._members.values()])
         return states[:MAX_MEMBERS]
 
     def _merge(self, now: float, states: Sequence[MemberState]) -> None:
@@ -862,13 +901,14 @@ class Swim:
         does not re-gossip the table it pulled): a third fewer stale messages at 300 peers, no CPU
         saved, and full convergence 5-60 s later instead of 1-17 s, so we keep memberlist's way.
         """
-        members = self._members
+        get = self._members.get
         for s in states:
-            m = members.get(s.node)
-            if m is not None and (
-                s.incarnation < m.incarnation or (s.incarnation == m.incarnation and s.state == m.state)
-            ):
-                continue
+            m = get(s.node)
+            if m is not None:
+                # The common case in a periodic exchange: nothing new about a member we know.
+                inc = s.incarnation
+                if inc < m.incarnation or (inc == m.incarnation and s.state == m.state):
+                    continue
             st = s.state
             if st == State.ALIVE:
                 self._on_alive(now, Alive(s.incarnation, s.node, s.name, s.host, s.port, s.meta))
@@ -945,7 +985,7 @@ class Swim:
                 size += encoded_size(msg)
         size += PACKET_OVERHEAD
         if self._pending:
-            limit = retransmit_limit(self.config.retransmit_mult, self._live_count())
+            limit = self._retransmit_limit()
             extra, _ = self._queue.take(self._budget - size, limit, MAX_PACKET_MESSAGES - len(msgs))
             msgs.extend(extra)
         self._out.append(SendPacket(addr, tuple(msgs)))

@@ -30,11 +30,12 @@ from engramp2p.api.messages import (
 from engramp2p.api.messages import SpaceList as ApiSpaceList
 from engramp2p.api.server import CommandError
 from engramp2p.config import Config
+from engramp2p.crdt.entry import Associate
 from engramp2p.net.memnet import MemNet
 from engramp2p.net.seal import encode_key, generate_key
 from engramp2p.node import Node
 from engramp2p.repl.faults import FaultError, Faults, Peer, resolve_peers
-from engramp2p.repl.messages import AckLevel, SpaceDescriptor, SpaceList
+from engramp2p.repl.messages import AckLevel, ForwardWrite, SpaceDescriptor, SpaceList
 from engramp2p.repl.placement import shard_of
 from engramp2p.repl.service import AckTimeout, Replication, ReplicationError
 from engramp2p.repl.validate import WriteError
@@ -565,10 +566,20 @@ async def test_forwarded_associate_is_not_retried_at_another_host_after_no_answe
         before = writer.counters.forwards_out
         with pytest.raises(ReplicationError, match="may or may not have been applied"):
             await writer.associate("two", mid(1).hex(), mid(2).hex(), 0.5)
-        assert writer.counters.forwards_out == before + 1  # one host tried, not both
+        assert writer.counters.forwards_out == before + 2  # one host asked twice (same req_id), not both
         before = writer.counters.forwards_out
         with pytest.raises(ReplicationError, match="no host of two/0 took the write"):
             await writer.remember("two", [{"id": mid(3), "content": "r", "vector": vec(3)}])
-        assert writer.counters.forwards_out == before + 2  # idempotent: both hosts tried
+        assert writer.counters.forwards_out == before + 4  # idempotent: both hosts tried (twice each)
         writer.fault_heal()
+
+        # A host answers a re-sent forward (same forwarder and req_id) without applying it again.
+        host = next(r for r in c.repl.values() if r.node_id == hosts[0])
+        await host.remember("two", [{"id": mid(4), "content": "src", "vector": vec(4)}])
+        fwd = ForwardWrite(77, "two", [Associate(mid(4), mid(5), 0.25, 0.5)], AckLevel.ONE, writer.node_id)
+        first = await host._on_forward(("127.0.0.1", 1), fwd)
+        again = await host._on_forward(("127.0.0.1", 2), fwd)
+        assert first.ok and again == first
+        [(_dst, _w, conf, writers)] = host.edges("two", mid(4))
+        assert writers == [host.node_id] and conf == pytest.approx(0.5)
         nursery.cancel_scope.cancel()

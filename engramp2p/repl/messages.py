@@ -100,6 +100,7 @@ class ForwardWrite(Struct, tag="fwd_write", array_like=True, frozen=True):
     space: SpaceName
     bodies: Annotated[list[Body], Meta(max_length=MAX_BODIES)]
     ack: AckLevel = AckLevel.ONE
+    forwarder: NodeId | None = None  # with req_id, lets the host answer a re-sent request without re-applying
 
 
 class ForwardWriteResult(Struct, tag="fwd_write_result", array_like=True, frozen=True):

@@ -180,6 +180,16 @@ class _Waiter:
                 self.done.set()
 
 
+FORWARD_MEMORY = 4096
+"""Recent forwarded writes a host remembers, so that a re-sent one is answered instead of re-applied."""
+
+
+@dataclass(slots=True)
+class _ForwardOutcome:
+    done: trio.Event = field(default_factory=trio.Event)
+    result: ForwardWriteResult | None = None
+
+
 @dataclass(slots=True)
 class _Outbox:
     """Entries committed here and not yet pushed to one peer, per shard (drained by one task)."""
@@ -358,7 +368,10 @@ class Replication:
         self._placement_dirty = trio.Event()
         self._meta_dirty = trio.Event()
         self._next_rebalance = math.inf
-        self._req_ids = 0
+        # Random start: (forwarder, req_id) identifies a forwarded write across our restarts too.
+        self._req_ids = random.getrandbits(62)
+        # Hosts remember recent forwarded writes so a re-sent one is answered, not applied twice.
+        self._forwarded: collections.OrderedDict[tuple[bytes, int], _ForwardOutcome] = collections.OrderedDict()
         self._handlers: dict[type, Callable[[Addr, Any], Any]] = {
             SyncRequest: self._on_sync_request,
             PushEntries: self._on_push,
@@ -686,6 +699,29 @@ class Replication:
 
     async def _on_forward(self, src: Addr, msg: ForwardWrite) -> ForwardWriteResult:
         self.counters.forwards_in += 1
+        if msg.forwarder is None:
+            return await self._apply_forward(msg)
+        key = (msg.forwarder, msg.req_id)
+        seen = self._forwarded.get(key)
+        if seen is not None:  # a re-send after the forwarder heard nothing: answer, do not apply again
+            await seen.done.wait()
+            assert seen.result is not None
+            return seen.result
+        outcome = self._forwarded[key] = _ForwardOutcome()
+        while len(self._forwarded) > FORWARD_MEMORY:
+            old_key, old = next(iter(self._forwarded.items()))
+            if not old.done.is_set():
+                break  # never forget one still in flight; the bound is soft by the writes in flight
+            del self._forwarded[old_key]
+        try:
+            outcome.result = await self._apply_forward(msg)
+        finally:
+            if outcome.result is None:  # cancelled: let a re-send try afresh
+                del self._forwarded[key]
+            outcome.done.set()
+        return outcome.result
+
+    async def _apply_forward(self, msg: ForwardWrite) -> ForwardWriteResult:
         try:
             d = require_space(self.spaces, msg.space)
             # The forwarder validated these, but bytes from the network are checked again: the wire
@@ -924,10 +960,12 @@ class Replication:
             addr = self._addr_of(h)
             if addr is None:
                 continue
-            reply = await self._forward_once(addr, d.name, bodies, level)
+            req_id, reply = await self._forward_once(addr, d.name, bodies, level)
             if isinstance(reply, ForwardWriteResult) and not reply.ok and "unknown space" in reply.error:
                 await self._send_spaces(h)  # it has not heard of the space yet: tell it, ask once more
-                reply = await self._forward_once(addr, d.name, bodies, level)
+                req_id, reply = await self._forward_once(addr, d.name, bodies, level)
+            if not isinstance(reply, ForwardWriteResult):  # lost or timed out: ask the same host again
+                _, reply = await self._forward_once(addr, d.name, bodies, level, req_id)
             if not isinstance(reply, ForwardWriteResult):
                 if not retry_safe:
                     raise ReplicationError(
@@ -945,10 +983,15 @@ class Replication:
                 raise ReplicationError(f"{self._name(h)}: {reply.error}")
         raise ReplicationError(f"no host of {d.name}/{shard} took the write ({'; '.join(errors)})")
 
-    async def _forward_once(self, addr: Addr, space: str, bodies: Sequence[Body], level: AckLevel) -> Any:
-        self._req_ids += 1
+    async def _forward_once(self, addr: Addr, space: str, bodies: Sequence[Body], level: AckLevel,
+                            req_id: int | None = None) -> tuple[int, Any]:
+        """Send one forwarded write; with ``req_id`` it is a re-send the host answers without re-applying."""
+        if req_id is None:
+            self._req_ids += 1
+            req_id = self._req_ids
         self.counters.forwards_out += 1
-        return await self._request(addr, ForwardWrite(self._req_ids, space, list(bodies), level))
+        reply = await self._request(addr, ForwardWrite(req_id, space, list(bodies), level, self.node_id))
+        return req_id, reply
 
     async def _request(self, addr: Addr, msg: Any) -> Any | None:
         """One stream exchange of ours (``None`` on any failure), with the replication timeout."""

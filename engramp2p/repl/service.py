@@ -180,6 +180,10 @@ class _Waiter:
                 self.done.set()
 
 
+FORWARD_RESENDS = 3
+FORWARD_RESEND_DELAY = 0.05
+"""Re-sends of an unanswered forwarded write to the same host (backoff x3 from ~50 ms, jittered)."""
+
 FORWARD_MEMORY = 4096
 """Recent forwarded writes a host remembers, so that a re-sent one is answered instead of re-applied."""
 
@@ -964,7 +968,14 @@ class Replication:
             if isinstance(reply, ForwardWriteResult) and not reply.ok and "unknown space" in reply.error:
                 await self._send_spaces(h)  # it has not heard of the space yet: tell it, ask once more
                 req_id, reply = await self._forward_once(addr, d.name, bodies, level)
-            if not isinstance(reply, ForwardWriteResult):  # lost or timed out: ask the same host again
+            # Lost, refused (a host at its inbound-stream limit closes new exchanges) or timed out: ask the
+            # same host again with the same req_id, which it answers without applying twice.
+            delay = FORWARD_RESEND_DELAY
+            for _ in range(FORWARD_RESENDS):
+                if isinstance(reply, ForwardWriteResult):
+                    break
+                await trio.sleep(delay * (0.5 + self.rng.random()))
+                delay *= 3
                 _, reply = await self._forward_once(addr, d.name, bodies, level, req_id)
             if not isinstance(reply, ForwardWriteResult):
                 if not retry_safe:

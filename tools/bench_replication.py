@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from engramp2p.api.client import Client, batches, control_path  # noqa: E402
 from engramp2p.api.messages import MemoryItem, MemoryRemember, Written  # noqa: E402
+from engramp2p.commands.demo import any_free_port  # noqa: E402
 from engramp2p.net.seal import encode_key, generate_key  # noqa: E402
 
 SPACE = "bench"
@@ -58,17 +58,8 @@ T = TypeVar("T")
 
 
 def free_port() -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return int(port)
-    raise RuntimeError("no free port")
+    """A port free for both TCP and UDP on 127.0.0.1 right now."""
+    return any_free_port()
 
 
 def wait_for(pred: Callable[[], T], timeout: float, what: str, step: float = 0.01) -> T:

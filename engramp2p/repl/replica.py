@@ -40,6 +40,10 @@ from engramp2p.store.rows import MemoryRow, ShardChanges, SlotRow
 EdgeKey = tuple[bytes, bytes]
 
 
+MAX_KNOWN_ORIGINS = 4096
+"""Origins remembered for ``lag``: any key-holder can name origins, so the map is bounded."""
+
+
 class OriginQuarantined(RuntimeError):
     """A local write under an origin this shard has quarantined (another store writes with our identity)."""
 
@@ -161,7 +165,7 @@ class ShardReplica:
         """Remember what a peer holds (from its request, response or push ack), for ``lag``."""
         known = self._known
         for origin, seq, _ in pairs:
-            if seq > known.get(origin, 0):
+            if seq > known.get(origin, 0) and (origin in known or len(known) < MAX_KNOWN_ORIGINS):
                 known[origin] = seq
 
     def stats(self) -> ReplicaStats:

@@ -1,106 +1,123 @@
-"""Small clusters of real ``Swim`` cores on the in-memory ``MiniCluster``: the rules working together."""
+"""Small clusters of real ``Swim`` cores on the simulator (``engramp2p.sim``): the rules working together."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from engramp2p.sim.cluster import SwimCluster
+from engramp2p.sim.network import LINK_PROFILES
 from engramp2p.swim.config import SwimConfig
 from engramp2p.swim.events import MemberFailed, MemberLeft, MemberRecovered
 from engramp2p.swim.messages import State
-from engramp2p.swim.suspicion import suspicion_timeout
-from engramp2p.swim.testing import MiniCluster
 
 N = 16
 
 
-def build(n: int = N, seed: int = 7, cfg: SwimConfig | None = None) -> MiniCluster:
-    c = MiniCluster(cfg or SwimConfig.profile("lan"), seed=seed)
-    c.add(0)
-    for i in range(1, n):
-        c.add(i, seeds=(c.addr_of(0),))
-    c.run_until(20.0)
+class Recorded(SwimCluster):
+    """A ``SwimCluster`` that also keeps every event as ``(time, observer pid, event)``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.events: list[tuple[float, int, Any]] = []
+        super().__init__(*args, **kwargs)
+
+    def _on_emit(self, pid: int, now: float, event: Any) -> None:
+        self.events.append((now, pid, event))
+        super()._on_emit(pid, now, event)
+
+    @property
+    def now(self) -> float:
+        return self.loop.now
+
+    def run_for(self, seconds: float) -> None:
+        self.loop.run_until(self.now + seconds)
+
+    def observers(self, kind: type, subject: int) -> set[int]:
+        node_id = self.identities[subject].node_id
+        return {pid for _, pid, e in self.events if type(e) is kind and e.member.node_id == node_id}
+
+    def core(self, pid: int) -> Any:
+        return self.driver.slots[pid].core
+
+
+def build(n: int = N, seed: int = 7, cfg: SwimConfig | None = None) -> Recorded:
+    c = Recorded(n, config=cfg or SwimConfig.profile("lan"), link=LINK_PROFILES["lan"], seed=seed, seeds=1)
+    for pid in range(n):
+        c.start(pid)
+    c.run_for(20.0)
     return c
 
 
-def alive_counts(c: MiniCluster) -> list[int]:
-    return [sum(1 for st in c.views(a).values() if st == State.ALIVE) for a in c.nodes if a not in c.stopped]
+def alive_counts(c: Recorded) -> list[int]:
+    return [sum(1 for v in c.views(pid) if v.state == State.ALIVE) for pid in c.up()]
 
 
 def test_join_converges_and_a_killed_member_is_failed_by_all_within_the_bound() -> None:
     c = build()
     assert alive_counts(c) == [N] * N
-    victim = c.addr_of(5)
-    c.stop(victim)
-    killed_at = c.now
+    c.kill(5)
     cfg = c.config
-    max_timeout = cfg.suspicion_max_timeout_mult * suspicion_timeout(
-        cfg.suspicion_mult, N, cfg.probe_interval
-    )
-    c.run_until(killed_at + max_timeout + 2 * cfg.probe_interval)
-    failed = c.events_of(MemberFailed)
-    assert {e[2].member.addr for e in failed} == {victim}  # no false positives
-    assert {e[1] for e in failed} == set(c.nodes) - {victim}  # every survivor
-    assert all(
-        st != State.ALIVE for a in c.nodes if a != victim for st in [c.views(a)[(5).to_bytes(16, "big")]]
-    )
+    c.run_for(c.max_suspicion_timeout(N) + 2 * cfg.probe_interval)
+    failed = [e for _, _, e in c.events if isinstance(e, MemberFailed)]
+    assert {e.member.node_id for e in failed} == {c.identities[5].node_id}  # no false positives
+    assert c.observers(MemberFailed, 5) == set(range(N)) - {5}  # every survivor
+    victim = c.identities[5].node_id
+    assert all(v.state != State.ALIVE for pid in c.up() for v in c.views(pid) if v.node_id == victim)
 
 
 def test_paused_member_is_declared_dead_then_refutes_and_recovers() -> None:
     c = build(seed=8)
-    paused = c.addr_of(3)
-    swim = c.nodes[paused]
-    inc_before = swim.incarnation
-    c.stop(paused)
-    cfg = c.config
-    c.run_until(c.now + 3 * cfg.suspicion_max_timeout_mult * suspicion_timeout(4, N, 1.0))
-    assert all(c.views(a)[swim.me.node_id] == State.DEAD for a in c.nodes if a != paused)
-    c.resume(paused)
-    c.run_until(c.now + 60.0)
+    inc_before = c.core(3).incarnation
+    c.pause(3)
+    c.run_for(3 * c.max_suspicion_timeout(N))
+    paused = c.identities[3].node_id
+    assert all(v.state == State.DEAD for pid in c.up() if pid != 3 for v in c.views(pid) if v.node_id == paused)
+    c.resume(3)
+    c.run_for(60.0)
     assert alive_counts(c) == [N] * N
-    assert swim.incarnation > inc_before
-    assert {e[1] for e in c.events_of(MemberRecovered) if e[2].member.addr == paused} == set(c.nodes) - {
-        paused
-    }
+    assert c.core(3).incarnation > inc_before
+    assert c.observers(MemberRecovered, 3) == set(range(N)) - {3}
 
 
 def test_partition_heals_to_full_membership() -> None:
     c = build(n=12, seed=9)
-    c.cut = lambda s, d: s[1] % 2 != d[1] % 2
-    c.run_until(c.now + 180.0)
+    start = c.now
+    c.partition(start, start + 180.0, [list(range(0, 12, 2)), list(range(1, 12, 2))])
+    c.loop.run_until(start + 179.0)
     assert alive_counts(c) == [6] * 12
-    c.cut = lambda s, d: False
-    c.run_until(c.now + 120.0)
+    c.loop.run_until(start + 300.0)
     assert alive_counts(c) == [12] * 12
 
 
 def test_graceful_leave_is_seen_as_left_not_failed() -> None:
     c = build(n=8, seed=10)
-    leaver = c.addr_of(2)
-    c._apply(leaver, c.nodes[leaver].leave(c.now))  # noqa: SLF001 - the harness performs its actions
-    c.run_until(c.now + c.config.leave_propagate_delay)
-    assert c.nodes[leaver].left_done(c.now)
-    c.stop(leaver)
-    c.run_until(c.now + 60.0)
-    assert {e[1] for e in c.events_of(MemberLeft)} == set(c.nodes) - {leaver}
-    assert not c.events_of(MemberFailed)
+    leaver = c.core(2)
+    c.driver.call(2, leaver.leave)
+    c.run_for(c.config.leave_propagate_delay)
+    assert leaver.left_done(c.now)
+    c.crash(2)
+    c.run_for(60.0)
+    assert c.observers(MemberLeft, 2) == set(range(8)) - {2}
+    assert not any(isinstance(e, MemberFailed) for _, _, e in c.events)
 
 
 def test_restart_with_persisted_identity_recovers() -> None:
     c = build(n=8, seed=11)
-    addr = c.addr_of(4)
-    old = c.nodes[addr]
-    c.stop(addr)
-    c.run_until(c.now + 60.0)
-    c.add(4, seeds=(c.addr_of(0),), incarnation=old.incarnation + 1)
-    c.run_until(c.now + 20.0)
+    old = c.core(4).incarnation
+    c.crash(4)
+    c.run_for(60.0)
+    c.restart(4)  # incarnation: stored + 1
+    c.run_for(20.0)
+    assert c.core(4).incarnation > old
     assert alive_counts(c) == [8] * 8
-    assert len({e[1] for e in c.events_of(MemberRecovered)}) == 7
+    assert c.observers(MemberRecovered, 4) == set(range(8)) - {4}
 
 
 def test_same_seed_same_trace() -> None:
-    def trace(seed: int) -> list[tuple[float, tuple[str, int], str]]:
+    def trace(seed: int) -> list[tuple[float, int, str]]:
         c = build(n=10, seed=seed)
-        c.stop(c.addr_of(1))
-        c.run_until(c.now + 40.0)
-        return [(t, a, type(e).__name__) for t, a, e in c.events]
+        c.crash(1)
+        c.run_for(40.0)
+        return [(t, pid, type(e).__name__) for t, pid, e in c.events]
 
     assert trace(3) == trace(3)
     assert trace(3) != trace(4)

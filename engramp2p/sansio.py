@@ -13,22 +13,25 @@ with ``reply=None`` when the exchange failed (timeout, refused, undecodable).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+import msgspec
 
 Addr = tuple[str, int]
 
+# Actions are frozen msgspec Structs rather than frozen dataclasses: a core builds one per packet and per
+# event (millions in a simulation), and a frozen dataclass's ``__init__`` costs several times more.
+# ``gc=False``: they hold messages and events, never a reference back to anything that holds them.
 
-@dataclass(frozen=True, slots=True)
-class SendPacket:
+
+class SendPacket(msgspec.Struct, frozen=True, gc=False):
     """Send ``msgs`` as one unreliable datagram; the core already kept them within the packet budget."""
 
     addr: Addr
     msgs: tuple[Any, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class SendStream:
+class SendStream(msgspec.Struct, frozen=True, gc=False):
     """Open a reliable request/response exchange; the answer comes back through ``handle_stream_reply``."""
 
     addr: Addr
@@ -36,8 +39,7 @@ class SendStream:
     token: int
 
 
-@dataclass(frozen=True, slots=True)
-class Emit:
+class Emit(msgspec.Struct, frozen=True, gc=False):
     """Tell the layers above about something (a membership change, a fork, a finished sync)."""
 
     event: Any

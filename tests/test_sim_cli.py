@@ -61,6 +61,13 @@ def test_simulate_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert "false positives" in out
 
 
+def test_simulate_formed_start(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--nodes", "30", "--duration", "40", "--kill", "1", "--formed", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["scenario"]["formed"] is True and report["formation_s"] == 1.0
+    assert report["converged"] and report["undetected_pairs"] == 0
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -154,3 +154,13 @@ def test_fast_confirm_on_and_off_compared() -> None:
     (on_median, on_probes), (off_median, off_probes) = results[True], results[False]
     assert on_probes > 0 and off_probes == 0
     assert on_median <= off_median + 1.0
+
+
+def test_formed_start_is_converged_at_once_and_detects_like_a_joined_cluster() -> None:
+    sim = Simulation(Scenario(nodes=120, duration=60.0, kills=3, kill_at=2.0, loss=0.01, seed=4, formed=True))
+    report = sim.run()
+    assert report["formation_s"] == 1.0  # the first check already finds every table complete
+    assert report["scenario"]["formed"] is True
+    assert report["undetected_pairs"] == 0 and report["false_positives"] == 0
+    assert report["all_survivors_detection_s"]["max"] <= report["expected"]["detection_bound_s"]
+    assert report["converged"]

@@ -541,3 +541,39 @@ def test_a_peer_that_missed_a_death_is_told_when_it_asks_about_the_member() -> N
     s.handle_packet(10.0, addr(3), [Suspect(1, nid(1), nid(3))])  # a stale suspicion...
     log = run(s, 11.0, ack_pings, start=10.0)
     assert any(m.node == nid(1) for _, m in msgs_of(acts(log), Dead))  # ...is answered with our Dead
+
+
+def test_push_pull_message_is_reused_until_the_table_changes() -> None:
+    s = make(2)
+    first, _ = s.handle_stream_request(1.0, addr(1), PushPull(False, []))
+    again, _ = s.handle_stream_request(1.1, addr(1), PushPull(False, []))
+    assert again is first  # nothing changed: the very same message (and states list)
+    s.handle_packet(1.2, addr(3), [alive(3)])
+    grown, _ = s.handle_stream_request(1.3, addr(1), PushPull(False, []))
+    assert grown is not first and {st.node for st in grown.states} == {nid(0), nid(1), nid(2), nid(3)}
+    s.handle_packet(1.4, addr(3), [Suspect(1, nid(3), nid(1))])
+    suspected, _ = s.handle_stream_request(1.5, addr(1), PushPull(False, []))
+    assert {st.node: st.state for st in suspected.states}[nid(3)] == State.SUSPECT
+    s.set_meta(1.6, b"v2")
+    renewed, _ = s.handle_stream_request(1.7, addr(1), PushPull(False, []))
+    own = next(st for st in renewed.states if st.node == nid(0))
+    assert own.meta == b"v2" and own.incarnation == OWN_INC + 1
+
+
+def test_restore_adds_alive_members_silently_and_probes_them() -> None:
+    s = make(1)
+    snapshot = [
+        MemberState(nid(2), "n2", *addr(2), 3, int(State.ALIVE)),
+        MemberState(nid(3), "n3", *addr(3), 1, int(State.DEAD)),  # not alive: skipped
+        MemberState(nid(1), "n1", *addr(1), 9, int(State.ALIVE)),  # known already: untouched
+        MemberState(nid(ME), "n0", *addr(ME), 1, int(State.ALIVE)),  # ourselves: skipped
+    ]
+    out = s.restore(1.0, snapshot)
+    assert [e.member.node_id for e in events(out, MemberJoined)] == [nid(2)]
+    assert not packets(out)
+    assert nid(2) not in s._queue  # nobody is told what everybody knows
+    views = {v.node_id: v for v in s.members()}
+    assert views[nid(2)].state == State.ALIVE and views[nid(2)].incarnation == 3
+    assert views[nid(1)].incarnation == 1 and nid(3) not in views
+    log = run(s, 6.0, ack_pings, start=1.0)
+    assert nid(2) in {m.target for _, m in msgs_of(acts(log), Ping)}

@@ -43,6 +43,7 @@ def run_once(args: argparse.Namespace, fast_confirm: bool) -> dict[str, Any]:
             seed=args.seed,
             fast_confirm=fast_confirm,
             stagger=args.stagger,
+            formed=args.formed,
             check_every=5.0,
         )
     )
@@ -188,6 +189,11 @@ def main() -> int:
     p.add_argument("--joins", type=int, default=10)
     p.add_argument("--stagger", type=float, default=5.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--formed",
+        action="store_true",
+        help="start from a formed cluster (Swim.restore) instead of a mass join within --stagger seconds",
+    )
     p.add_argument("--only", choices=("on", "off"), help="run just one fast-confirm setting")
     p.add_argument("--cprofile", action="store_true", help="profile one run (fast-confirm on)")
     p.add_argument("--progress", action="store_true", help="progress on stderr")

@@ -25,7 +25,7 @@ from engramp2p.sim.network import LinkProfile, Network
 from engramp2p.swim.config import SwimConfig
 from engramp2p.swim.core import Swim
 from engramp2p.swim.events import IncarnationChanged
-from engramp2p.swim.messages import State
+from engramp2p.swim.messages import MemberState, State
 from engramp2p.swim.state import LocalNode
 
 PORT = 7946
@@ -146,6 +146,23 @@ class SwimCluster:
             self.driver.call(pid, lambda now: core.join(now, extra))
         self.recorder.start(pid, self.loop.now)
 
+    def start_formed(self, pids: Sequence[int]) -> None:
+        """Start ``pids`` as an already formed cluster: each holds every other one alive from the
+        start (``Swim.restore`` before ``Swim.start``, so nobody joins the seeds or re-announces
+        anyone). For measuring a cluster's steady state, not how it forms (``start`` is the mass join)."""
+        for pid in pids:
+            self.driver.restart(pid, self._new_core(pid))
+            self._end_disturbance(pid)
+        states = [
+            MemberState(i.node_id, i.name, i.host, i.port, i.incarnation, int(State.ALIVE))
+            for i in (self.identities[pid] for pid in pids)
+        ]
+        for pid in pids:
+            core = self.driver.slots[pid].core
+            self.driver.call(pid, lambda now, core=core: core.restore(now, states))
+            self.driver.call(pid, core.start)
+            self.recorder.start(pid, self.loop.now)
+
     def crash(self, pid: int) -> None:
         """``kill -9``: the process and its in-memory table are gone; its identity stays (``identities``)."""
         self.driver.crash(pid)
@@ -257,9 +274,11 @@ class SwimCluster:
         live = set(self.up())
         live_ids = {self.identities[p].node_id for p in live}
         gaps = 0
+        slots = self.driver.slots
         for pid in sorted(live):
             own = self.identities[pid].node_id
-            alive = {v.node_id for v in self.views(pid) if v.state == State.ALIVE and v.node_id != own}
+            alive = slots[pid].core.alive_ids()
+            alive.discard(own)
             expected = live_ids - {own}
             gaps += len(expected - alive) + len(alive - expected)
         return gaps

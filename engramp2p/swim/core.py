@@ -176,6 +176,9 @@ class Swim:
         self._timer_order = 0
         self._streams: dict[int, str] = {}
         self._token = 0
+        # Our push-pull messages (as a reply, as a request, as a join), rebuilt only after the table
+        # changed: in a formed cluster nearly every exchange sends the same thousand states again.
+        self._push_pulls: tuple[PushPull, PushPull] | None = None
         # (expiry, node_id, last_change): timeouts are constant, so expiries arrive in order.
         self._dead_reap: deque[tuple[float, bytes, float]] = deque()
         self._left_reap: deque[tuple[float, bytes, float]] = deque()
@@ -213,6 +216,11 @@ class Swim:
     def members(self) -> list[MemberView]:
         """Every member we know, ourselves first; dead and left tombstones included."""
         return [self._self_view()] + [m.view() for m in self._members.values()]
+
+    def alive_ids(self) -> set[bytes]:
+        """Node ids of the other members we hold alive: what convergence checks need, without a
+        snapshot per member."""
+        return set(self._alive)
 
     def member(self, node_id: bytes) -> MemberView | None:
         if node_id == self._id:
@@ -272,7 +280,8 @@ class Swim:
     # ------------------------------------------------------------------ driver inputs
 
     def start(self, now: float) -> list[Action]:
-        """Begin probing and gossip (staggered like memberlist's tickers) and join the seeds, if any."""
+        """Begin probing and gossip (staggered like memberlist's tickers) and join the seeds, if any
+        (not when ``restore`` already gave us live members: a shared table is its own bootstrap)."""
         out = self._begin()
         if self._started:
             return out
@@ -284,10 +293,31 @@ class Swim:
         self._next_reconnect = now + rng.random() * cfg.reconnect_interval
         self._queue.put(self._id, self._alive_msg())
         if self._seeds:
-            self._send_joins(self._seeds)
+            if not self._alive:
+                self._send_joins(self._seeds)
             self._seed_backoff = cfg.seed_retry_min
             self._next_seed = now + self._seed_backoff
         self._recompute_fixed_due()
+        return out
+
+    def restore(self, now: float, states: Sequence[MemberState]) -> list[Action]:
+        """Take alive members as already known, without announcing them to anyone.
+
+        For a start from a membership everybody already shares: the simulator's "formed cluster"
+        start, or a restart from a persisted member list (call it before ``start``, which then skips
+        the seed join). Unlike a push-pull merge nothing is queued for gossip (everyone knows), so a
+        thousand peers cost a thousand table rows each rather than a flood of re-announcements.
+        Members we know already and non-alive entries are skipped; the probe cycle then checks every
+        restored member like any other.
+        """
+        out = self._begin()
+        members = self._members
+        for st in states:
+            nid = st.node
+            if st.state != State.ALIVE or nid == self._id or nid in members:
+                continue
+            if not self._insert_alive(now, nid, st.name, (st.host, st.port), st.incarnation, st.meta):
+                break
         return out
 
     def join(self, now: float, addrs: Sequence[Addr]) -> list[Action]:
@@ -302,6 +332,7 @@ class Swim:
         if self._leaving:
             return out
         self._leaving = True
+        self._push_pulls = None
         self._leave_at = now
         self._probe = None
         self._urgent.clear()
@@ -318,6 +349,7 @@ class Swim:
         if self._leaving:
             return out
         self._meta = meta
+        self._push_pulls = None
         self._set_incarnation(self.incarnation + 1)
         self._queue.put(self._id, self._alive_msg())
         return out
@@ -362,7 +394,7 @@ class Swim:
             self._count("stream_unexpected")
             return None, out
         self._count("push_pull_in")
-        reply = PushPull(False, self._local_states())
+        reply = self._push_pull(False)
         self._merge(now, msg.states)
         return reply, out
 
@@ -495,7 +527,10 @@ class Swim:
         m.in_probe_list = True
         lst = self._probe_list
         lst.append(m.node_id)
-        j = self._rng.randrange(self._probe_index, len(lst))
+        start = self._probe_index
+        # ``int(random() * n)`` rather than ``randrange``: the same uniform pick (53 random bits for at
+        # most MAX_MEMBERS slots) at a fifth of the cost; this runs for every member we learn of.
+        j = start + int(self._rng.random() * (len(lst) - start))
         lst[j], lst[-1] = lst[-1], lst[j]
 
     def _send_indirect(self, now: float, p: _Probe) -> None:
@@ -617,17 +652,8 @@ class Swim:
         addr = (a.host, a.port)
         m = self._members.get(nid)
         if m is None:
-            if len(self._members) >= MAX_MEMBERS:
-                self._count("table_full")
-                return
-            m = Member(nid, a.name, addr, a.incarnation, State.ALIVE, a.meta, now)
-            self._members[nid] = m
-            # ``_enter_state`` for ALIVE, inlined: this path runs n² times while a cluster forms.
-            self._alive.add(nid)
-            self._gossipable.add(nid)
-            self._add_to_probe_list(m)
-            self._queue.put(nid, a)
-            self._out.append(Emit(MemberJoined(m.view())))
+            if self._insert_alive(now, nid, a.name, addr, a.incarnation, a.meta):
+                self._queue.put(nid, a)
             return
         if a.incarnation <= m.incarnation:
             self._count("stale_claims")
@@ -642,6 +668,7 @@ class Swim:
         m.addr = addr
         m.name = a.name
         m.wire = None
+        self._push_pulls = None
         if old != State.ALIVE:
             self._change_state(m, State.ALIVE, now)
         self._queue.put(nid, a)
@@ -654,6 +681,21 @@ class Swim:
                 self._emit(MemberRefuted(m.view()))
             if changed:
                 self._emit(MemberUpdated(m.view()))
+
+    def _insert_alive(self, now: float, nid: bytes, name: str, addr: Addr, inc: int, meta: bytes) -> bool:
+        """Add a member we did not know, alive (False: the table is full). Runs n² times while a
+        cluster forms, hence ``_enter_state`` for ALIVE inlined."""
+        if len(self._members) >= MAX_MEMBERS:
+            self._count("table_full")
+            return False
+        m = Member(nid, name, addr, inc, State.ALIVE, meta, now)
+        self._members[nid] = m
+        self._push_pulls = None
+        self._alive.add(nid)
+        self._gossipable.add(nid)
+        self._add_to_probe_list(m)
+        self._out.append(Emit(MemberJoined(m.view())))
+        return True
 
     def _alive_about_self(self, a: Alive) -> None:
         if self._leaving or a.incarnation < self.incarnation:
@@ -773,6 +815,7 @@ class Swim:
 
     def _set_incarnation(self, inc: int) -> None:
         self.incarnation = inc
+        self._push_pulls = None
         self._emit(IncarnationChanged(inc))
 
     # ------------------------------------------------------------------ state indexes
@@ -821,6 +864,7 @@ class Swim:
         m.state = new
         m.last_change = now
         m.wire = None
+        self._push_pulls = None
         self._enter_state(m, now)
 
     def _retransmit_limit(self) -> int:
@@ -845,6 +889,7 @@ class Swim:
                     continue
                 self._leave_state(m)
                 del self._members[nid]
+                self._push_pulls = None
                 self._gossipable.discard(nid)
                 self._emit(MemberReaped(m.view()))
         dr, lr = self._dead_reap, self._left_reap
@@ -878,6 +923,15 @@ class Swim:
                 continue
             chosen[nid] = m
         return list(chosen.values())
+
+    def _push_pull(self, join: bool) -> PushPull:
+        """Our full state as a push-pull message; the same object until the table changes (the states
+        list is shared and never mutated, so handing it out twice is safe)."""
+        cached = self._push_pulls
+        if cached is None:
+            states = self._local_states()
+            cached = self._push_pulls = (PushPull(False, states), PushPull(True, states))
+        return cached[join]
 
     def _local_states(self) -> list[MemberState]:
         own = MemberState(
@@ -921,7 +975,7 @@ class Swim:
         self._token += 1
         self._streams[self._token] = purpose
         self._count(f"{purpose}_sent")
-        self._out.append(SendStream(addr, PushPull(join, self._local_states()), self._token))
+        self._out.append(SendStream(addr, self._push_pull(join), self._token))
 
     def _send_joins(self, addrs: Sequence[Addr]) -> None:
         for addr in addrs:

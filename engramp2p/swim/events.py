@@ -7,65 +7,56 @@ changes; the driver persists our incarnation on ``IncarnationChanged``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from engramp2p.swim.state import MemberView
 
 
-@dataclass(frozen=True, slots=True)
-class MemberJoined:
+class MemberJoined(msgspec.Struct, frozen=True, gc=False):
     """A member we did not know (or that had left) is alive."""
 
     member: MemberView
 
 
-@dataclass(frozen=True, slots=True)
-class MemberSuspected:
+class MemberSuspected(msgspec.Struct, frozen=True, gc=False):
     member: MemberView
 
 
-@dataclass(frozen=True, slots=True)
-class MemberRefuted:
+class MemberRefuted(msgspec.Struct, frozen=True, gc=False):
     """A suspect proved itself alive with a higher incarnation before it was declared dead."""
 
     member: MemberView
 
 
-@dataclass(frozen=True, slots=True)
-class MemberFailed:
+class MemberFailed(msgspec.Struct, frozen=True, gc=False):
     """Declared dead; kept as a tombstone and retried until ``reconnect_timeout``."""
 
     member: MemberView
 
 
-@dataclass(frozen=True, slots=True)
-class MemberLeft:
+class MemberLeft(msgspec.Struct, frozen=True, gc=False):
     member: MemberView
 
 
-@dataclass(frozen=True, slots=True)
-class MemberRecovered:
+class MemberRecovered(msgspec.Struct, frozen=True, gc=False):
     """A dead member is alive again (a healed partition, a restart after failure)."""
 
     member: MemberView
 
 
-@dataclass(frozen=True, slots=True)
-class MemberUpdated:
+class MemberUpdated(msgspec.Struct, frozen=True, gc=False):
     """An alive member changed its metadata or address."""
 
     member: MemberView
 
 
-@dataclass(frozen=True, slots=True)
-class MemberReaped:
+class MemberReaped(msgspec.Struct, frozen=True, gc=False):
     """A dead or left tombstone was forgotten after its timeout."""
 
     member: MemberView
 
 
-@dataclass(frozen=True, slots=True)
-class IncarnationChanged:
+class IncarnationChanged(msgspec.Struct, frozen=True, gc=False):
     """Our own incarnation changed (refutation, metadata update, leave): persist it."""
 
     incarnation: int

@@ -164,7 +164,8 @@ class IndexedSet(Generic[T]):
             self._pos[last] = i
 
     def choice(self, rng: random.Random) -> T:
-        return self._items[rng.randrange(len(self._items))]
+        items = self._items
+        return items[int(rng.random() * len(items))]  # uniform; cheaper than randrange on a hot path
 
     def sample(self, rng: random.Random, k: int) -> list[T]:
         """Up to ``k`` distinct items chosen uniformly."""

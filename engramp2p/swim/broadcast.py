@@ -11,6 +11,7 @@ Sizes are computed once when an item is queued, so filling a packet costs no enc
 from __future__ import annotations
 
 import math
+from itertools import compress
 from typing import Any
 
 import msgspec
@@ -103,9 +104,10 @@ class BroadcastQueue:
         stale_met = 0
         by_key = self.pending
         buckets = self._buckets
-        for t, bucket in enumerate(buckets):
-            if not bucket:
-                continue
+        # Only the non-empty buckets, skipped in C: after a few rounds the items sit in the high
+        # buckets and walking the empty ones cost more than taking the items.
+        for t in compress(range(len(buckets)), buckets):
+            bucket = buckets[t]
             last = t + 1 >= limit
             moved: list[_Item] = []
             i = len(bucket) - 1

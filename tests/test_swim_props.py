@@ -59,6 +59,10 @@ ops = st.lists(
             st.lists(st.tuples(st.sampled_from(list(IDS)), st.integers(0, 3), inc_delta), max_size=6),
         ),
         st.tuples(st.just("reply"), st.booleans()),
+        st.tuples(
+            st.just("restore"),
+            st.lists(st.tuples(st.sampled_from(list(IDS)), st.integers(0, 3), inc_delta), max_size=6),
+        ),
         st.tuples(st.just("leave")),
     ),
     max_size=60,
@@ -127,6 +131,11 @@ def test_hostile_sequences_never_make_a_peer_doubt_itself(seq: list, seed: int) 
                 assert reply is not None
             else:
                 actions = s.handle_stream_reply(now, tokens.pop(0), PushPull(False, states))
+        elif kind == "restore":
+            rows = [
+                MemberState(nid(about), "r", *addr(about), resolve(delta, 1), state) for about, state, delta in op[1]
+            ]
+            actions = s.restore(now, rows)
         elif kind == "reply":
             actions = s.handle_stream_reply(
                 now, tokens.pop(0) if tokens else 12345, None if op[1] else PushPull(False, [])
@@ -154,6 +163,10 @@ def test_hostile_sequences_never_make_a_peer_doubt_itself(seq: list, seed: int) 
         assert s.incarnation <= 2**64 - 1
         last_inc = s.incarnation
         assert 0 <= s.health_score < SwimConfig().awareness_max_multiplier
+        # The cached push-pull (and the set the merge fast path checks against) is never stale.
+        cached = s._push_pull(False).states
+        fresh = s._local_states()
+        assert len(cached) == len(fresh) and set(cached) == set(fresh)
 
 
 @given(st.integers(1, 12), st.integers(0, 2**32), st.lists(st.integers(20, 40), max_size=3))

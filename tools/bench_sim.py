@@ -90,6 +90,13 @@ def _f(value: Any, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def label(report: dict[str, Any]) -> str:
+    """Column title: the fast-confirm setting and how the cluster was formed."""
+    sc = report["scenario"]
+    start = "formed start" if sc.get("formed") else "mass join"
+    return f"fast-confirm {'on' if sc['fast_confirm'] else 'off'}, {start}"
+
+
 def table(reports: dict[str, dict[str, Any]]) -> str:
     """A Markdown table: one row per figure, one column per run, plus SWIM's expectation."""
     any_report = next(iter(reports.values()))
@@ -97,7 +104,7 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
     period, gossip = exp["probe_interval_s"], exp["gossip_interval_s"]
     names = list(reports)
     lines = [
-        "| figure | " + " | ".join(f"fast-confirm {n}" for n in names) + " | SWIM expectation |",
+        "| figure | " + " | ".join(names) + " | SWIM expectation |",
         "|---|" + "---|" * len(names) + "---|",
     ]
 
@@ -174,6 +181,13 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
             for r in reports.values()
         ],
     )
+    row(
+        "whole run (formation + measured): wall s / CPU s",
+        [
+            f"{r['formation_wall_s'] + r['measured_wall_s']:.1f} / {r['formation_cpu_s'] + r['measured_cpu_s']:.1f}"
+            for r in reports.values()
+        ],
+    )
     row("events processed", [str(r["events"]) for r in reports.values()])
     return "\n".join(lines)
 
@@ -205,7 +219,8 @@ def main() -> int:
         reports: dict[str, dict[str, Any]] = {}
         for path in args.table_from:
             with open(path) as fh:
-                reports.update(json.load(fh))
+                for report in json.load(fh).values():
+                    reports[label(report)] = report
         print(table(reports))
         return 0
 
@@ -226,6 +241,7 @@ def main() -> int:
 
     settings = ["on", "off"] if args.only is None else [args.only]
     reports = {name: run_once(args, name == "on") for name in settings}
+    titled = {label(report): report for report in reports.values()}
     if args.progress:
         print(file=sys.stderr)
     print(
@@ -234,7 +250,7 @@ def main() -> int:
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs, swim/ sources {swim_digest()}"
     )
     print()
-    print(table(reports))
+    print(table(titled))
     print()
     print(f"command: {command}")
     if args.json:

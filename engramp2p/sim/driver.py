@@ -126,8 +126,8 @@ class Driver:
         self.drops = DropCounts()
         self._pending: set[tuple[int, int, int]] = set()
         # Stream message sizes by identity (the message is kept, so its id stays valid): cores hand out
-        # the same push-pull object until their table changes, and encoding a thousand states to learn
-        # their size was a tenth of a formed cluster's simulation time.
+        # the same push-pull object until their table changes, and encoding a thousand states per
+        # exchange just to learn the size was 4 % of a 1,000-peer run's time.
         self._stream_sizes: dict[int, tuple[Any, int]] = {}
         # The loop's heap and sequence, for the per-packet hot path (see ``EventLoop.raw_queue``).
         self._heap, self._next_seq = loop.raw_queue()
@@ -260,7 +260,7 @@ class Driver:
             actions = core.handle_packet(now, src, msgs)
             if actions:
                 self.perform(slot, actions)
-            # ``_rearm`` inlined, as above.
+            # ``_rearm`` inlined too (one call fewer per delivered datagram).
             if slot.status is Status.UP:
                 deadline = core.next_deadline()
                 if deadline is not None:

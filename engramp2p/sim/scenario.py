@@ -107,8 +107,8 @@ def _collections_between_checks() -> Iterator[Callable[[], None]]:
     between check intervals.
 
     A simulation allocates millions of short-lived tuples, messages and actions, so automatic
-    collections ran thousands of times and kept re-walking the long-lived member tables (a fifth of
-    a formed cluster's run time). Events create no reference cycles of their own, so collecting the
+    collections ran thousands of times and kept re-walking the long-lived member tables (about a
+    fifth of the run time at 400 peers). Events create no reference cycles of their own, so collecting the
     young generations at a check once 200,000 tracked objects have piled up keeps memory flat; the
     previous setting is restored on exit.
     """

@@ -155,7 +155,10 @@ class Swim:
         self._rng = rng
         self._seeds: list[Addr] = [(s[0], s[1]) for s in seeds if (s[0], s[1]) != self._addr]
         self._budget = packet_budget
-        self.counters: dict[str, int] = {}
+        self._counts: dict[str, int] = {}
+        # The two counts bumped for nearly every packet live outside the dict (see ``counters``).
+        self._packets_in = 0
+        self._stale_claims = 0
 
         self._members: dict[bytes, Member] = {}
         self._alive: IndexedSet[bytes] = IndexedSet()  # ALIVE others: indirect helpers, push-pull partners
@@ -229,6 +232,17 @@ class Swim:
             return self._self_view()
         m = self._members.get(node_id)
         return m.view() if m is not None else None
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """What was counted (packets, stale claims, drops and refusals by reason), as a fresh dict."""
+        out = dict(self._counts)
+        if self._packets_in:
+            out["packets_in"] = self._packets_in
+        stale = self._stale_claims + self._counts.get("stale_claims", 0)
+        if stale:
+            out["stale_claims"] = stale
+        return out
 
     @property
     def alive_count(self) -> int:
@@ -366,8 +380,7 @@ class Swim:
         """
         out: list[Action] = []
         self._out = out  # ``_begin`` inlined here and in ``tick``: they run for every input
-        c = self.counters
-        c["packets_in"] = c.get("packets_in", 0) + 1
+        self._packets_in += 1
         dispatch = self._dispatch
         members_get = self._members.get
         stale = 0
@@ -386,7 +399,7 @@ class Swim:
                 continue
             handler(now, src, msg)
         if stale:
-            c["stale_claims"] = c.get("stale_claims", 0) + stale
+            self._stale_claims += stale
         return out
 
     def handle_stream_request(
@@ -436,7 +449,11 @@ class Swim:
         if p is not None and p.indirect and now >= p.deadline:
             self._probe_failed(now, p)
 
-        if not self._leaving:
+        # The periodic timers and tombstone expiries are due together at most once a probe interval;
+        # ``_fixed_due`` is never later than any of them, so most ticks (probe timeouts, gossip)
+        # skip this part with one comparison.
+        due = now >= self._fixed_due
+        if due and not self._leaving:
             if now >= self._next_probe:
                 if self._probe is not None:
                     self._next_probe = self._probe.deadline
@@ -457,12 +474,13 @@ class Swim:
                 self._gossip(now)
             self._next_gossip = _advance(self._next_gossip, cfg.gossip_interval, now)
 
-        if self._leaving and now >= self._leave_at + cfg.leave_propagate_delay:
-            self._leave_waited = True
-        # Reaping is rare (tombstones expire after hours): one cached float, not a call per tick.
-        if now >= self._reap_due:
-            self._reap(now)
-        self._recompute_fixed_due()
+        if due:
+            if self._leaving and now >= self._leave_at + cfg.leave_propagate_delay:
+                self._leave_waited = True
+            # Reaping is rare (tombstones expire after hours): one cached float, not a call per tick.
+            if now >= self._reap_due:
+                self._reap(now)
+            self._recompute_fixed_due()
         return out
 
     # ------------------------------------------------------------------ probe cycle
@@ -610,7 +628,8 @@ class Swim:
         if p is not None and p.seq == ack.seq:
             self._probe = None
             if not p.indirect:
-                self._awareness.apply_delta(-1)
+                if self._awareness.score:  # healthy peers (score 0) skip the call
+                    self._awareness.apply_delta(-1)
                 if src == p.addr:
                     m = self._members.get(p.target)
                     if m is not None:
@@ -636,8 +655,7 @@ class Swim:
         m = self._members.get(a.node)
         if m is not None and a.incarnation <= m.incarnation:
             # The common case by far (epidemic gossip repeats news): keep it cheap.
-            c = self.counters
-            c["stale_claims"] = c.get("stale_claims", 0) + 1
+            self._stale_claims += 1
             return
         self._on_alive(now, a)
 
@@ -1035,7 +1053,7 @@ class Swim:
         self._out.append(Emit(event))
 
     def _count(self, name: str) -> None:
-        self.counters[name] = self.counters.get(name, 0) + 1
+        self._counts[name] = self._counts.get(name, 0) + 1
 
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) % SEQ_MOD

@@ -9,7 +9,7 @@ anti-entropy with nothing lost, and no acknowledgement ever precedes the commit 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -64,13 +64,14 @@ def store_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(trio.to_thread, "run_sync", inline)
 
 
-def _config(tmp: Path, i: int, **repl: object) -> Config:
+def _config(tmp: Path, i: int, swim: Mapping[str, object] | None = None, **repl: object) -> Config:
     cfg = Config.default().with_flags(
         name=f"n{i}", data_dir=str(tmp / f"n{i}"), profile="local",
         join=[f"{ADDRS[0][0]}:{ADDRS[0][1]}"] if i else [], key=KEY,
     )
     overrides = {"replication.sync_interval": 2.0, "replication.rebalance_delay": 5.0,
-                 "replication.ack_timeout_ms": 3_000, "storage.synchronous": "normal", **{f"replication.{k}": v for k, v in repl.items()}}
+                 "replication.ack_timeout_ms": 3_000, "storage.synchronous": "normal", **{f"replication.{k}": v for k, v in repl.items()},
+                 **{f"swim.{k}": v for k, v in (swim or {}).items()}}
     return cfg.with_overrides(overrides)
 
 
@@ -90,9 +91,9 @@ class Cluster:
         finally:
             stopped.set()
 
-    async def start(self, i: int, **repl: object) -> Replication:
+    async def start(self, i: int, swim: Mapping[str, object] | None = None, **repl: object) -> Replication:
         transport = self.net.endpoint(ADDRS[i], tcp_timeout=2.0)
-        cfg = _config(self.tmp, i, **repl)
+        cfg = _config(self.tmp, i, swim, **repl)
         node = Node(cfg, transport=transport, rng=random.Random(i), control=False)
         svc = Replication(cfg, seed=i)
         node.add_service(svc)

@@ -31,6 +31,7 @@ import functools
 import logging
 import math
 import random
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -111,6 +112,7 @@ from engramp2p.swim.events import (
     MemberFailed,
     MemberJoined,
     MemberLeft,
+    MemberReaped,
     MemberRecovered,
     MemberRefuted,
     MemberUpdated,
@@ -145,6 +147,8 @@ PUSH_QUIET = 1.0
 and this replica knows of nothing it lacks."""
 PLACEMENT_COALESCE = 0.05
 """Seconds to let a burst of membership events settle before placement is recomputed."""
+RELOAD_RETRY = 5.0
+"""Seconds after a failed background load of a shard before a placement pass tries it again."""
 NOT_HOSTED = "not-hosted: "
 """Prefix of a forwarded-write error that means "try another host" (the receiver's placement differs)."""
 QUORUM_NAMES = {"one": AckLevel.ONE, "quorum": AckLevel.QUORUM, "all": AckLevel.ALL}
@@ -201,6 +205,7 @@ class _Outbox:
     pending: dict[ShardKey, list[Entry]] = field(default_factory=dict)
     count: int = 0
     wake: trio.Event = field(default_factory=trio.Event)
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)  # cancelled when the peer is gone
 
 
 @dataclass(slots=True)
@@ -271,6 +276,7 @@ class Counters:
     commit_failures: int = 0
     outbox_overflows: int = 0
     shards_dropped: int = 0
+    background_failures: int = 0
 
     def snapshot(self) -> dict[str, int]:
         return {f"repl_{k}": getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
@@ -368,6 +374,10 @@ class Replication:
         self._outboxes: dict[bytes, _Outbox] = {}
         self._waiters: dict[ShardKey, list[_Waiter]] = {}
         self._acked: dict[tuple[ShardKey, bytes], int] = {}
+        # Shards the store holds but memory does not (a load or a drop failed): reloaded, never restarted
+        # empty -- an empty replica would re-use our own origin's sequence numbers. Value: quarantined.
+        self._unloaded: dict[ShardKey, list[bytes]] = {}
+        self._loading: set[ShardKey] = set()
         self._sync_scope: trio.CancelScope | None = None
         self._placement_dirty = trio.Event()
         self._meta_dirty = trio.Event()
@@ -391,8 +401,11 @@ class Replication:
 
     def on_member_event(self, event: Any) -> None:
         """Synchronous, from the driver: note what changed and let ``run``'s tasks do the work."""
-        if isinstance(event, (MemberJoined, MemberFailed, MemberLeft, MemberRecovered, MemberUpdated)):
+        if isinstance(event, (MemberJoined, MemberFailed, MemberLeft, MemberRecovered, MemberUpdated,
+                              MemberReaped)):
             self._placement_dirty.set()
+        if isinstance(event, (MemberLeft, MemberReaped)):  # gone for good; a failed member may come back
+            self._forget_peer(event.member.node_id)
         if self.scheduler is None or self._nursery is None:
             return
         if isinstance(event, (MemberRecovered, MemberRefuted, MemberJoined)):
@@ -401,7 +414,37 @@ class Replication:
             self.scheduler.member_recovered(trio.current_time(), event.member.node_id)
             self._kick()
         if isinstance(event, (MemberJoined, MemberRecovered)):
-            self._nursery.start_soon(self._exchange_spaces, event.member.node_id)
+            peer = event.member.node_id
+            self._nursery.start_soon(self._background, "descriptor exchange", self._name(peer),
+                                     self._exchange_spaces, peer)
+
+    def _forget_peer(self, peer: bytes) -> None:
+        """Drop what we keep per peer for one that left for good, so churn does not grow it forever.
+
+        Its queued pushes go with it: they are durable here, and every remaining host has its own outbox
+        and anti-entropy; if the peer ever rejoins, ``MemberJoined`` syncs it.
+        """
+        if peer == self.node_id:
+            return
+        box = self._outboxes.pop(peer, None)
+        if box is not None:
+            box.scope.cancel()  # its push task ends, even in the middle of an exchange
+        for k in [k for k in self._acked if k[1] == peer]:
+            del self._acked[k]
+        for hosted in self.hosted.values():
+            hosted.peer_vv.pop(peer, None)  # a departed host must never count for a hand-off
+
+    async def _background(self, what: str, subject: str, fn: Callable[..., Any], *args: Any) -> bool:
+        """Run one background step; a failure is logged and counted, since raised it would stop the agent."""
+        try:
+            await fn(*args)
+        except Exception as exc:
+            self.counters.background_failures += 1
+            # Disk trouble is expected and its traceback is noise; anything else is a bug worth one.
+            log.warning("background %s (%s) failed: %s", what, subject, exc,
+                        exc_info=not isinstance(exc, (OSError, sqlite3.Error)))
+            return False
+        return True
 
     async def run(self, node: Node, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.node = node
@@ -486,6 +529,26 @@ class Replication:
         log.info("loaded %s/%d: %d memories, %d edges", space, shard, rep.memory_count(), rep.edge_count())
         return hosted
 
+    def _reload(self, key: ShardKey, quarantined: Sequence[bytes]) -> None:
+        """Load a shard the store holds and memory does not, in the background (at most one at a time)."""
+        self._unloaded[key] = list(quarantined)
+        if key not in self._loading:
+            self._loading.add(key)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._reload_once, key)
+
+    async def _reload_once(self, key: ShardKey) -> None:
+        """One attempt; a failed one leaves the shard unloaded and asks for a placement pass later."""
+        try:
+            ok = await self._background("load", f"{key[0]}/{key[1]}", self._load, key, self._unloaded[key])
+        finally:
+            self._loading.discard(key)
+        if ok:
+            self._unloaded.pop(key, None)
+        else:
+            await trio.sleep(RELOAD_RETRY)
+        self._placement_dirty.set()  # the reloaded shard's hosts and hand-off, or the next attempt
+
     # ============================================================== membership and placement
 
     def _members(self) -> list[Any]:
@@ -535,12 +598,16 @@ class Replication:
             return
         now = trio.current_time()
         cands = self._candidates(now)
+        for key, quarantined in list(self._unloaded.items()):
+            self._reload(key, quarantined)  # a failed load, tried again (placement applies once loaded)
         for d in self.spaces.descriptors():
             for shard in range(d.shards):
                 key = (d.name, shard)
                 hosts = placement.hosts(d.name, shard, d.replicas, cands, now, self.cfg.rebalance_delay)
                 self.placement[key] = hosts
                 hosted = self.hosted.get(key)
+                if hosted is None and key in self._unloaded:
+                    continue
                 if self.node_id in hosts:
                     if hosted is None:
                         hosted = self._start_hosting(key)
@@ -568,7 +635,7 @@ class Replication:
         self.hosted[key] = hosted
         self._meta_dirty.set()
         assert self._nursery is not None
-        self._nursery.start_soon(self._persist_hosted, key)
+        self._nursery.start_soon(self._background, "persist", f"{key[0]}/{key[1]}", self._persist_hosted, key)
         return hosted
 
     async def _persist_hosted(self, key: ShardKey) -> None:
@@ -593,7 +660,7 @@ class Replication:
             if theirs is None or not theirs.covers(mine):
                 return
         assert self._nursery is not None
-        self._nursery.start_soon(self._drop, key)
+        self._nursery.start_soon(self._background, "drop", f"{key[0]}/{key[1]}", self._drop, key)
 
     async def _drop(self, key: ShardKey) -> None:
         hosted = self.hosted.get(key)
@@ -602,9 +669,17 @@ class Replication:
         del self.hosted[key]
         assert self.store is not None and self.scheduler is not None
         self.scheduler.remove_shard(*key)
-        if hosted.last_commit is not None:
-            await hosted.last_commit.wait()
-        await self.store.drop_shard(*key)
+        try:
+            if hosted.last_commit is not None:
+                await hosted.last_commit.wait()
+            await self.store.drop_shard(*key)
+        except Exception:
+            if key not in self.hosted:
+                # The drop is one transaction, so the store still holds the whole shard: keep serving it,
+                # and the next hand-off check (a sync round, a placement pass) drops it again.
+                self.hosted[key] = hosted
+                self.scheduler.set_hosts(trio.current_time(), key[0], key[1], hosted.hosts)
+            raise
         self.counters.shards_dropped += 1
         self._meta_dirty.set()
         log.info("%s/%d: dropped (the new hosts cover everything we held)", *key)
@@ -756,7 +831,7 @@ class Replication:
     def _serving(self, key: ShardKey) -> _Hosted | None:
         """The shard if we hold it, or a fresh replica if our placement says we should and do not yet."""
         hosted = self.hosted.get(key)
-        if hosted is None and self.node_id in self.placement.get(key, ()):
+        if hosted is None and key not in self._unloaded and self.node_id in self.placement.get(key, ()):
             hosted = self._start_hosting(key)
             if self.scheduler is not None:
                 hosted.hosts = self.placement[key]
@@ -783,8 +858,7 @@ class Replication:
             log.error("%s/%d: commit failed (%s); reloading the shard from the store", key[0], key[1], exc)
             if hosted is not None and self.hosted.get(key) is hosted:
                 del self.hosted[key]
-                assert self._nursery is not None
-                self._nursery.start_soon(self._load, key, sorted(hosted.replica.quarantined))
+                self._reload(key, sorted(hosted.replica.quarantined))
             raise ReplicationError(f"the store could not commit: {exc}") from None
         finally:
             done.set()
@@ -1019,9 +1093,14 @@ class Replication:
                 continue
             box = self._outboxes.get(peer)
             if box is None:
+                m = self._member(peer)
+                if m is None or m.state == State.LEFT:
+                    # Gone for good but still placed until ``rebalance_delay``: an outbox made now would
+                    # never be pruned. Anti-entropy carries these if it ever rejoins.
+                    continue
                 box = self._outboxes[peer] = _Outbox()
                 assert self._nursery is not None
-                self._nursery.start_soon(self._push_loop, peer, box)
+                self._nursery.start_soon(self._push_loop, peer, box, name=f"repl push {peer.hex()}")
             if box.count + len(entries) > OUTBOX_LIMIT:
                 # The peer is far behind or unreachable: anti-entropy carries these instead.
                 self.counters.outbox_overflows += 1
@@ -1039,6 +1118,11 @@ class Replication:
             box.wake.set()
 
     async def _push_loop(self, peer: bytes, box: _Outbox) -> None:
+        """Drain one peer's outbox; ends when it leaves for good (``_forget_peer`` cancels ``box.scope``)."""
+        with box.scope:
+            await self._push_forever(peer, box)
+
+    async def _push_forever(self, peer: bytes, box: _Outbox) -> None:
         while True:
             await box.wake.wait()
             if self.push_delay > 0:
@@ -1196,7 +1280,7 @@ class Replication:
                     log.warning("space %s: a conflicting descriptor won (dim %d, %d shard(s)); re-issuing our "
                                 "writes made under the loser", ch.name, ch.new.dim, ch.new.shards)
                     assert self._nursery is not None
-                    self._nursery.start_soon(self._reissue, ch.name)
+                    self._nursery.start_soon(self._background, "re-issue", ch.name, self._reissue, ch.name)
                 else:
                     log.info("space %s: descriptor learned (dim %d, %d shard(s), %d replica(s))", ch.name,
                              ch.new.dim, ch.new.shards, ch.new.replicas)
@@ -1271,7 +1355,8 @@ class Replication:
             await trio.sleep(DESCRIPTOR_INTERVAL * (0.8 + 0.4 * self.rng.random()))
             alive = [m.node_id for m in self._members()[1:] if m.state == State.ALIVE]
             if alive:
-                await self._send_spaces(self.rng.choice(alive))
+                peer = self.rng.choice(alive)
+                await self._background("descriptor exchange", self._name(peer), self._send_spaces, peer)
 
     async def _announce(self, d: SpaceDescriptor) -> None:
         """A space created here: persist it, then push it to every alive member at once."""

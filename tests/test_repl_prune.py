@@ -197,11 +197,11 @@ async def test_a_failed_drop_is_retried(
         real_drop = store.drop_shard
         locked = [1]
 
-        async def drop_shard(space: str, shard: int) -> None:
+        async def drop_shard(space: str, shard: int, own_seq: int = 0) -> None:
             if locked:
                 locked.pop()
                 raise sqlite3.OperationalError("database is locked")
-            await real_drop(space, shard)
+            await real_drop(space, shard, own_seq)
 
         monkeypatch.setattr(store, "drop_shard", drop_shard)
         b = await c.start(1)

@@ -145,11 +145,18 @@ def test_drop_shard_and_quarantine(store: Store, tmp_path: Path) -> None:
         assert again.quarantined()[0].reason.startswith("fork")
         again.release_quarantine("s", 0, B)
         assert again.quarantined() == []
-        again.drop_shard("s", 0)
+        again.drop_shard("s", 0, own_seq=7)
         assert again.entries("s", 0, A) == [] and again.vv("s", 0) == {}
         assert again.memory_count("s", 0) == 0
         assert again.hosted_shards() == [("s", 1)]
         assert again.memory("s", mid(1)) == m  # shard 1 untouched
+        # Our own origin's last seq there outlives the drop; the next drop of it records its own.
+        assert again.dropped() == {("s", 0): 7}
+        again.drop_shard("s", 0, own_seq=9)
+        again.drop_shard("s", 1)
+        assert again.dropped() == {("s", 0): 9}
+        again.drop_shard("s", 0)
+        assert again.dropped() == {}
 
 
 def test_spaces_round_trip(store: Store) -> None:

@@ -11,7 +11,7 @@ from engramp2p.store import DB_FILE, SCHEMA_VERSION, SchemaError, Store, StoreEr
 from engramp2p.store import schema as schema_mod
 
 TABLES = {"schema_version", "identity", "space_ids", "origins", "spaces", "shards", "entries",
-          "memories", "slots", "vv", "quarantine"}
+          "memories", "slots", "vv", "quarantine", "dropped"}
 
 
 def _tables(path: Path) -> set[str]:
@@ -36,7 +36,7 @@ def test_creates_versioned_wal_database(tmp_path: Path) -> None:
         assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1
     assert _tables(data / DB_FILE) >= TABLES
     with sqlite3.connect(data / DB_FILE) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 1
+        assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 2
     with Store.open(data) as store:
         assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL is the default
 
@@ -59,16 +59,16 @@ def test_older_schema_is_migrated_step_by_step(tmp_path: Path, monkeypatch: pyte
     with Store.open(tmp_path) as store:
         node_id = store.node_id
 
-    def to_v2(conn: sqlite3.Connection) -> None:
+    def to_v3(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE spaces ADD COLUMN note TEXT NOT NULL DEFAULT ''")
 
-    monkeypatch.setattr(schema_mod, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(schema_mod.MIGRATIONS, 1, to_v2)
+    monkeypatch.setattr(schema_mod, "SCHEMA_VERSION", 3)
+    monkeypatch.setitem(schema_mod.MIGRATIONS, 2, to_v3)
     with Store.open(tmp_path) as store:
         assert store.node_id == node_id
         cols = {r[1] for r in store._conn.execute("PRAGMA table_info(spaces)")}
         assert "note" in cols
-        assert schema_mod.read_version(store._conn) == 2
+        assert schema_mod.read_version(store._conn) == 3
 
 
 def test_failed_migration_leaves_the_old_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,14 +78,24 @@ def test_failed_migration_leaves_the_old_version(tmp_path: Path, monkeypatch: py
         conn.execute("ALTER TABLE spaces ADD COLUMN half TEXT")
         raise RuntimeError("disk pulled mid-migration")
 
-    monkeypatch.setattr(schema_mod, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(schema_mod.MIGRATIONS, 1, broken)
+    monkeypatch.setattr(schema_mod, "SCHEMA_VERSION", 3)
+    monkeypatch.setitem(schema_mod.MIGRATIONS, 2, broken)
     with pytest.raises(RuntimeError):
         Store.open(tmp_path)
-    monkeypatch.setattr(schema_mod, "SCHEMA_VERSION", 1)
+    monkeypatch.setattr(schema_mod, "SCHEMA_VERSION", 2)
     with Store.open(tmp_path) as store:
-        assert schema_mod.read_version(store._conn) == 1
+        assert schema_mod.read_version(store._conn) == 2
         assert "half" not in {r[1] for r in store._conn.execute("PRAGMA table_info(spaces)")}
+
+
+def test_v1_database_gets_the_dropped_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(schema_mod, "SCHEMA_VERSION", 1)
+    Store.open(tmp_path).close()
+    assert "dropped" not in _tables(tmp_path / DB_FILE)
+    monkeypatch.setattr(schema_mod, "SCHEMA_VERSION", 2)
+    with Store.open(tmp_path) as store:
+        assert store.dropped() == {}
+        assert schema_mod.read_version(store._conn) == 2
 
 
 def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:

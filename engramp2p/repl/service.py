@@ -13,6 +13,11 @@ waits for the disk. One write, end to end:
              -> ``ack=quorum|all`` waits for that many hosts' ``PushAck``
         no:  ``ForwardWrite`` to a host (lowest RTT first, then the others), acknowledged when it is.
 
+A host whose replica lacks some of our own origin's entries (we hosted the shard, wrote to it, dropped
+it, and it was placed back on us: they live on the other hosts) is *catching up*: it forwards writes
+like a non-host until anti-entropy has brought them back, since appending under our origin there would
+re-use a seq the others hold (a fork, and our origin quarantined there).
+
 Durable before served: a peer only ever gets entries from the store (sync answers read SQLite in the
 store's thread) or pushes sent after their commit; a ``PushAck`` carries the *durable* version vector, so
 a pusher never counts a host that could still lose the entry.
@@ -162,6 +167,14 @@ class AckTimeout(ReplicationError):
     """The write is durable on some hosts, but not on as many as ``ack`` asked for in time."""
 
 
+class CatchingUp(ReplicationError):
+    """This host's replica lacks some of our own origin's entries: the write goes to another host."""
+
+
+class NoHostTook(ReplicationError):
+    """No other host of the shard took a forwarded write (none placed, none answered, none hosts it)."""
+
+
 # --------------------------------------------------------------------------------------------------
 # small records
 
@@ -196,6 +209,14 @@ FORWARD_MEMORY = 4096
 class _ForwardOutcome:
     done: trio.Event = field(default_factory=trio.Event)
     result: ForwardWriteResult | None = None
+
+
+@dataclass(slots=True)
+class _CatchUp:
+    """A hosted shard that lacks some of our own origin's entries (they are on other hosts)."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    alone_since: float | None = None  # placed on us alone since then (nobody to catch up with)
 
 
 @dataclass(slots=True)
@@ -378,6 +399,13 @@ class Replication:
         # empty -- an empty replica would re-use our own origin's sequence numbers. Value: quarantined.
         self._unloaded: dict[ShardKey, list[bytes]] = {}
         self._loading: set[ShardKey] = set()
+        # Our own origin's last seq in each shard we dropped (durable: ``store.dropped``), and the hosted
+        # shards whose replica has not got back to it: there we do not append under our origin
+        # (``_write_local``) until it has. Keyed by shard: a reload after a failed commit keeps it.
+        self._own_seq: dict[ShardKey, int] = {}
+        self._catching_up: dict[ShardKey, _CatchUp] = {}
+        # Drops still in their store transaction: a shard placed back meanwhile commits after it.
+        self._dropping: dict[ShardKey, trio.Event] = {}
         self._sync_scope: trio.CancelScope | None = None
         self._placement_dirty = trio.Event()
         self._meta_dirty = trio.Event()
@@ -472,6 +500,7 @@ class Replication:
             d = from_row(row)
             if d is not None:
                 self.spaces.merge([d])
+        self._own_seq = await self.store.dropped()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -526,6 +555,9 @@ class Replication:
             log.warning("%s/%d: origin %s is quarantined (forked history)", space, shard, origin.hex()[:8])
         hosted = _Hosted(rep, {o: (s, h) for o, s, h in rep.vv.to_pairs()})
         self.hosted[key] = hosted
+        # Placed back on us and not caught up before a restart; or a stored vector ahead of the log.
+        self._own_seq[key] = max(self._own_seq.get(key, 0), stored.get(self.node_id, (0, b""))[0])
+        self._check_catch_up(key, hosted)
         log.info("loaded %s/%d: %d memories, %d edges", space, shard, rep.memory_count(), rep.edge_count())
         return hosted
 
@@ -624,19 +656,64 @@ class Replication:
                         hosted.hosts = hosts
                         self.scheduler.set_hosts(now, d.name, shard, hosts)
                         self._kick()
+                    if key in self._catching_up:
+                        self._check_catch_up(key, hosted)
                     if hosted.leaving:
                         self._maybe_drop(key)
         # Shards of spaces we no longer know (cannot happen with a grow-only map) are left alone.
+        for cu in self._catching_up.values():
+            if cu.alone_since is not None:
+                self._next_rebalance = min(self._next_rebalance, cu.alone_since + self.cfg.rebalance_delay)
 
     def _start_hosting(self, key: ShardKey) -> _Hosted:
-        """A shard newly placed on us: start empty; anti-entropy with the other hosts catches it up."""
+        """A shard newly placed on us: start empty; anti-entropy with the other hosts catches it up.
+
+        If we wrote to it before (and dropped it), it is catching up until it holds those entries again.
+        """
         log.info("%s/%d: now hosting; catching up by anti-entropy", *key)
         hosted = _Hosted(ShardReplica(key[0], key[1], reorder_limit=self.cfg.reorder_buffer), {})
         self.hosted[key] = hosted
+        self._check_catch_up(key, hosted)
         self._meta_dirty.set()
         assert self._nursery is not None
         self._nursery.start_soon(self._background, "persist", f"{key[0]}/{key[1]}", self._persist_hosted, key)
         return hosted
+
+    def _check_catch_up(self, key: ShardKey, hosted: _Hosted) -> None:
+        """Mark or clear "catching up": whether the replica's *durable* prefix of our own origin is behind
+        the last seq we know we wrote to this shard (``_own_seq``), so that appending would fork.
+
+        Placed on us alone, there is nobody to catch up with -- for now (a leaving host is about to hand
+        our entries back; at start-up we have not heard of the others yet) or for good (every copy is
+        gone). Like placement itself, we wait ``rebalance_delay`` before taking it for good; then we
+        write here again rather than refuse every write to the shard forever.
+        """
+        want = self._own_seq.get(key, 0)
+        have = hosted.durable.get(self.node_id, (0, b""))[0]
+        cu = self._catching_up.get(key)
+        if have < want:
+            if cu is None:
+                cu = self._catching_up[key] = _CatchUp()
+                log.info("%s/%d: our writes up to seq %d are on the other hosts; forwarding writes until "
+                         "they are back here", *key, want)
+            if self.placement.get(key) != [self.node_id]:
+                cu.alone_since = None
+                return
+            now = trio.current_time()
+            if cu.alone_since is None:
+                cu.alone_since = now
+                self._placement_dirty.set()  # so that a placement pass schedules the deadline below
+            if now < cu.alone_since + self.cfg.rebalance_delay:
+                return
+            log.warning("%s/%d: placed on us alone for %.0f s while our writes %d..%d to it are elsewhere; "
+                        "writing here again (those would fork if they came back)", *key,
+                        self.cfg.rebalance_delay, have + 1, want)
+            self._own_seq[key] = have
+        elif cu is not None:
+            log.info("%s/%d: caught up (our origin at seq %d); writing here again", *key, have)
+        if cu is not None:
+            del self._catching_up[key]
+            cu.done.set()
 
     async def _persist_hosted(self, key: ShardKey) -> None:
         """Record "hosted" durably, in the background: a failure is ``_commit``'s to log, count and
@@ -667,19 +744,36 @@ class Replication:
         if hosted is None or not hosted.leaving:
             return  # dropped already, or placed back on us in the meantime
         del self.hosted[key]
+        # If it is placed back on us, the new replica must not write under our origin before it holds
+        # what we wrote here (the new hosts have it), nor commit before the drop's transaction is over.
+        ours = max(self._own_seq.get(key, 0), hosted.replica.vv.seq_of(self.node_id))
+        if ours:
+            self._own_seq[key] = ours
+        cu = self._catching_up.pop(key, None)
+        if cu is not None:
+            cu.done.set()
+        earlier = self._dropping.get(key)  # placed back and moved away again before that drop ended
+        dropping = self._dropping[key] = trio.Event()
         assert self.store is not None and self.scheduler is not None
         self.scheduler.remove_shard(*key)
         try:
+            if earlier is not None:
+                await earlier.wait()
             if hosted.last_commit is not None:
                 await hosted.last_commit.wait()
-            await self.store.drop_shard(*key)
+            await self.store.drop_shard(*key, ours)
         except Exception:
             if key not in self.hosted:
                 # The drop is one transaction, so the store still holds the whole shard: keep serving it,
                 # and the next hand-off check (a sync round, a placement pass) drops it again.
                 self.hosted[key] = hosted
+                self._check_catch_up(key, hosted)
                 self.scheduler.set_hosts(trio.current_time(), key[0], key[1], hosted.hosts)
             raise
+        finally:
+            if self._dropping.get(key) is dropping:
+                del self._dropping[key]
+            dropping.set()
         self.counters.shards_dropped += 1
         self._meta_dirty.set()
         log.info("%s/%d: dropped (the new hosts cover everything we held)", *key)
@@ -852,6 +946,9 @@ class Replication:
         if hosted is not None:
             hosted.last_commit = done
         try:
+            dropping = self._dropping.get(key)
+            if dropping is not None:  # placed back on us while the old copy is being deleted
+                await dropping.wait()
             await self.store.append([changes])
         except Exception as exc:
             self.counters.commit_failures += 1
@@ -870,6 +967,8 @@ class Replication:
                 if seq > before:
                     durable[origin] = (seq, head)
                     hosted.committed(origin, before, seq, now)
+            if key in self._catching_up and self.hosted.get(key) is hosted:
+                self._check_catch_up(key, hosted)
 
     def _durable_wire(self, hosted: _Hosted) -> list[Any]:
         return vv_wire(VersionVector.from_pairs((o, s, h) for o, (s, h) in hosted.durable.items()))
@@ -917,10 +1016,14 @@ class Replication:
 
         async def one(shard: int, items: list[tuple[int, Body]]) -> None:
             key = (space, shard)
-            if self.node_id in self.placement.get(key, ()):
-                got = await self._write_local(d, shard, [b for _, b in items], level)
+            mine = [b for _, b in items]
+            if self.node_id not in self.placement.get(key, ()):
+                got = await self._forward(d, shard, mine, level)
             else:
-                got = await self._forward(d, shard, [b for _, b in items], level)
+                try:
+                    got = await self._write_local(d, shard, mine, level)
+                except CatchingUp:
+                    got = await self._write_catching_up(d, shard, mine, level)
             for (i, _), dot in zip(items, got, strict=True):
                 dots[i] = dot
 
@@ -943,6 +1046,8 @@ class Replication:
         hosted = self._serving(key)
         if hosted is None:
             raise ReplicationError(f"{NOT_HOSTED}{d.name}/{shard} is not hosted here")
+        if key in self._catching_up:  # (NOT_HOSTED: a forwarder then tries another host)
+            raise CatchingUp(f"{NOT_HOSTED}{d.name}/{shard} is still catching up here")
         rep = hosted.replica
         items: list[tuple[int, Body]] = []
         for body in bodies:
@@ -966,6 +1071,23 @@ class Replication:
         if need > 1:
             await self._await_acks(key, entries[-1].seq, hosts, need)
         return [e.dot for e in entries]
+
+    async def _write_catching_up(self, d: SpaceDescriptor, shard: int, bodies: Sequence[Body],
+                                 level: AckLevel) -> list[Dot]:
+        """A write to a shard we host but are still catching up on: forward it like a non-host (the
+        host's origin then writes it). If no host takes it -- none answers, or each is catching up too --
+        wait up to ``ack_timeout`` for our own catch-up and write here; failing that, the write fails."""
+        key = (d.name, shard)
+        try:
+            return await self._forward(d, shard, bodies, level)
+        except NoHostTook:
+            cu = self._catching_up.get(key)
+            if cu is not None:
+                with trio.move_on_after(self.ack_timeout):
+                    await cu.done.wait()
+            if key in self._catching_up or self.node_id not in self.placement.get(key, ()):
+                raise
+        return await self._write_local(d, shard, bodies, level)
 
     async def _await_acks(self, key: ShardKey, seq: int, hosts: Sequence[bytes], need: int) -> None:
         others = [h for h in hosts if h != self.node_id]
@@ -1021,7 +1143,7 @@ class Replication:
         key = (d.name, shard)
         hosts = [h for h in self.placement.get(key, []) if h != self.node_id]
         if not hosts:
-            raise ReplicationError(f"no host is available for {d.name}/{shard} (no eligible member)")
+            raise NoHostTook(f"no host is available for {d.name}/{shard} (no eligible member)")
         def rank(h: bytes) -> tuple[int, float, bytes]:
             m = self._member(h)
             if m is None:
@@ -1066,7 +1188,7 @@ class Replication:
                 errors.append(f"{self._name(h)}: {reply.error[len(NOT_HOSTED):]}")
             else:  # the host refused the write itself (bad input, ack timeout): trying others won't help
                 raise ReplicationError(f"{self._name(h)}: {reply.error}")
-        raise ReplicationError(f"no host of {d.name}/{shard} took the write ({'; '.join(errors)})")
+        raise NoHostTook(f"no host of {d.name}/{shard} took the write ({'; '.join(errors)})")
 
     async def _forward_once(self, addr: Addr, space: str, bodies: Sequence[Body], level: AckLevel,
                             req_id: int | None = None) -> tuple[int, Any]:
@@ -1205,7 +1327,7 @@ class Replication:
             rep = hosted.replica
             now = trio.current_time()
             if (start.reason in ("periodic", "more") and now - hosted.last_push < PUSH_QUIET
-                    and not rep.log.buffered_count() and not rep.lag()):
+                    and not rep.log.buffered_count() and not rep.lag() and key not in self._catching_up):
                 # Pushes are flowing and we miss nothing we know of: a round now would mostly ship
                 # entries already in flight (and push back what the peer is about to get anyway).
                 # A peer that lags sees gaps in our pushes and asks itself; failures sync at once.
@@ -1327,6 +1449,8 @@ class Replication:
         hosted = self.hosted.get(key)
         if hosted is None or not bodies:
             return
+        if key in self._catching_up:
+            raise CatchingUp(f"{key[0]}/{key[1]} is still catching up here")
         try:
             entries, changes = hosted.replica.write_many(self.node_id, [(self.hlc.tick(), b) for b in bodies])
         except OriginQuarantined as exc:
@@ -1647,4 +1771,5 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
     return exc
 
 
-__all__ = ["AckTimeout", "Counters", "Replication", "ReplicationError", "ack_needed"]
+__all__ = ["AckTimeout", "CatchingUp", "Counters", "NoHostTook", "Replication", "ReplicationError",
+           "ack_needed"]

@@ -355,15 +355,25 @@ class Store:
         """Record that this peer hosts ``(space, shard)`` even before any data arrives."""
         self.commit([ShardChanges(space, shard)])
 
-    def drop_shard(self, space: str, shard: int) -> None:
-        """Forget everything of one shard (it left our placement and the new hosts cover it)."""
+    def drop_shard(self, space: str, shard: int, own_seq: int = 0) -> None:
+        """Forget everything of one shard (it left our placement and the new hosts cover it), except
+        ``own_seq``, the last seq our own origin wrote there, if any (``dropped``)."""
         sid = self._sid(space)
         if sid is None:
             return
         with self._write():
             for table in ("entries", "memories", "slots", "vv", "quarantine", "shards"):
                 self._conn.execute(f"DELETE FROM {table} WHERE sid = ? AND shard = ?", (sid, shard))
+            self._conn.execute("DELETE FROM dropped WHERE sid = ? AND shard = ?", (sid, shard))
+            if own_seq > 0:
+                self._conn.execute("INSERT INTO dropped (sid, shard, seq) VALUES (?, ?, ?)", (sid, shard, own_seq))
         self._hosted.discard((sid, shard))
+
+    def dropped(self) -> dict[tuple[str, int], int]:
+        """Per shard we dropped after writing to it: our own origin's last seq there."""
+        rows = self._conn.execute(
+            "SELECT i.name, d.shard, d.seq FROM dropped d JOIN space_ids i ON i.sid = d.sid").fetchall()
+        return {(str(n), int(s)): int(q) for n, s, q in rows}
 
     # ------------------------------------------------------------------ log reads
 

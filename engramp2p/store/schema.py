@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = """
 CREATE TABLE schema_version (
@@ -116,8 +116,16 @@ def _create_v1(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO schema_version (id, version) VALUES (0, 0)")
 
 
+def _add_dropped(conn: sqlite3.Connection) -> None:
+    """v2: per dropped shard, the last seq this node's own origin had written there. The entries live on
+    at the hosts it handed the shard to; if the shard comes back, the new replica must hold them again
+    before this node appends under its origin there (or it would re-use their seqs: a fork)."""
+    conn.execute("CREATE TABLE dropped (sid INTEGER NOT NULL, shard INTEGER NOT NULL, seq INTEGER NOT NULL, "
+                 "PRIMARY KEY (sid, shard)) WITHOUT ROWID")
+
+
 # MIGRATIONS[v] upgrades a database at version v to v + 1. Version 0 is an empty file.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_v1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_v1, 1: _add_dropped}
 
 
 class SchemaError(Exception):

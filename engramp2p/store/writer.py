@@ -170,8 +170,11 @@ class AsyncStore:
     async def memory(self, space: str, memory_id: bytes) -> MemoryRow | None:
         return await self.call(self.store.memory, space, memory_id)
 
-    async def drop_shard(self, space: str, shard: int) -> None:
-        await self.call(self.store.drop_shard, space, shard)
+    async def drop_shard(self, space: str, shard: int, own_seq: int = 0) -> None:
+        await self.call(self.store.drop_shard, space, shard, own_seq)
+
+    async def dropped(self) -> dict[tuple[str, int], int]:
+        return await self.call(self.store.dropped)
 
     async def quarantine(self, space: str, shard: int, origin: bytes, reason: str) -> None:
         await self.call(self.store.quarantine, space, shard, origin, reason)

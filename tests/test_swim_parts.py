@@ -14,6 +14,7 @@ from engramp2p.swim.broadcast import BroadcastQueue, encoded_size, retransmit_li
 from engramp2p.swim.core import push_pull_scale
 from engramp2p.swim.messages import Alive, Dead, Suspect
 from engramp2p.swim.meta import MemberMeta, MetaPublisher, decode_meta, encode_meta
+from engramp2p.swim.state import IndexedSet
 from engramp2p.swim.suspicion import (
     Suspicion,
     remaining_suspicion_time,
@@ -153,3 +154,20 @@ def test_meta_publisher_hook_updates_spaces_and_rejects_oversize() -> None:
         pub.update(spaces=["s" * 64] * 9)
     assert pub.meta.spaces == ["a", "b"]
     assert math.isclose(len(pub.encoded), len(data))
+
+
+@given(st.lists(st.integers(0, 30), max_size=40), st.lists(st.integers(0, 30), max_size=40))
+def test_indexed_set_update_matches_adding_one_by_one(first: list[int], more: list[int]) -> None:
+    bulk: IndexedSet[int] = IndexedSet()
+    single: IndexedSet[int] = IndexedSet()
+    for i in first:
+        bulk.add(i)
+        single.add(i)
+    bulk.update(more)
+    for i in more:
+        single.add(i)
+    assert list(bulk) == list(single) and len(bulk) == len(single)
+    for i in set(first) | set(more):
+        bulk.discard(i)
+        assert i not in bulk
+    assert len(bulk) == 0

@@ -319,14 +319,28 @@ class Swim:
         """
         out = self._begin()
         members = self._members
+        room = MAX_MEMBERS - len(members)
+        added: list[Member] = []
         for st in states:
             nid = st.node
             if st.state != State.ALIVE or nid == self._id or nid in members:
                 continue
-            m = self._insert_alive(now, nid, st.name, (st.host, st.port), st.incarnation, st.meta)
-            if m is None:
+            if len(added) >= room:
+                self._count("table_full")
                 break
+            m = members[nid] = Member(nid, st.name, (st.host, st.port), st.incarnation, State.ALIVE, st.meta, now)
             m.wire = st  # exactly its wire form: no need to build another
+            added.append(m)
+        if not added:
+            return out
+        # What ``_insert_alive`` does one member at a time, in bulk (a formed start restores n² rows).
+        self._push_pulls = None
+        ids = [m.node_id for m in added]
+        self._alive.update(ids)
+        self._gossipable.update(ids)
+        for m in added:
+            self._add_to_probe_list(m)
+        out.extend([Emit(MemberJoined(m.view())) for m in added])
         return out
 
     def join(self, now: float, addrs: Sequence[Addr]) -> list[Action]:

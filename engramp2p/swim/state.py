@@ -154,6 +154,14 @@ class IndexedSet(Generic[T]):
             pos[item] = len(items)
             items.append(item)
 
+    def update(self, items: list[T]) -> None:
+        """Add many at once (``dict.update`` over the new ones instead of one call each)."""
+        pos = self._pos
+        fresh = [i for i in dict.fromkeys(items) if i not in pos]
+        start = len(self._items)
+        self._items.extend(fresh)
+        pos.update(zip(fresh, range(start, start + len(fresh)), strict=True))
+
     def discard(self, item: T) -> None:
         i = self._pos.pop(item, None)
         if i is None:

@@ -328,7 +328,8 @@ class Swim:
             if len(added) >= room:
                 self._count("table_full")
                 break
-            m = members[nid] = Member(nid, st.name, (st.host, st.port), st.incarnation, State.ALIVE, st.meta, now)
+            addr = _shared_addr(st.host, st.port)
+            m = members[nid] = Member(nid, st.name, addr, st.incarnation, State.ALIVE, st.meta, now)
             m.wire = st  # exactly its wire form: no need to build another
             added.append(m)
         if not added:
@@ -668,7 +669,7 @@ class Swim:
         if nid == self._id:
             self._alive_about_self(a)
             return
-        addr = (a.host, a.port)
+        addr = _shared_addr(a.host, a.port)
         m = self._members.get(nid)
         if m is None:
             if self._insert_alive(now, nid, a.name, addr, a.incarnation, a.meta) is not None:
@@ -1102,6 +1103,25 @@ _HANDLERS: dict[type, Callable[[Swim, float, Addr, Any], None]] = {
     Suspect: Swim._on_suspect_msg,
     Dead: Swim._on_dead_msg,
 }
+
+
+_ADDRS: dict[Addr, Addr] = {}
+_MAX_SHARED_ADDRS = 65_536
+
+
+def _shared_addr(host: str, port: int) -> Addr:
+    """One ``(host, port)`` tuple per address for every ``Swim`` in the process, not one per member row.
+
+    A simulator holds a thousand tables of a thousand rows; sharing the tuples saves ~70 MB and keeps
+    the ones probes use hot in cache. Bounded: cleared when full (hostile gossip cannot grow it).
+    """
+    key = (host, port)
+    addr = _ADDRS.get(key)
+    if addr is None:
+        if len(_ADDRS) >= _MAX_SHARED_ADDRS:
+            _ADDRS.clear()
+        addr = _ADDRS[key] = key
+    return addr
 
 
 def _advance(t: float, interval: float, now: float) -> float:

@@ -224,3 +224,35 @@ async def test_a_failed_drop_is_retried(
             assert owner.get("h", m) is not None
         assert not c.stopped[0].is_set()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_push_that_raises_is_counted_and_anti_entropy_delivers(
+        autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected error while pushing to a peer (a bug, not a network failure) ends neither the push
+    task nor the agent: it is counted, and the entries reach the peer by anti-entropy."""
+    net = MemNet(seed=25, delay=0.001)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.run)
+        c = Cluster(nursery, net, tmp_path)
+        for i in range(2):
+            await c.start(i)
+        await c.converged(2)
+        a, b = c.repl[0], c.repl[1]
+        await a.create_space("q", DIM, replicas=2)
+        await until(lambda: all(len(r.placement.get(("q", 0), [])) == 2 for r in c.repl.values()))
+        real_batch = a._push_batch
+        broken = [1]
+
+        async def push_batch(peer: bytes, addr: Any, pending: Any) -> None:
+            if broken:
+                broken.pop()
+                raise RuntimeError("injected bug")
+            await real_batch(peer, addr, pending)
+
+        monkeypatch.setattr(a, "_push_batch", push_batch)
+        await a.remember("q", [{"id": mid(i), "content": "x", "vector": vec(i)} for i in range(3)], ack=AckLevel.ONE)
+        await until(lambda: all(b.get("q", mid(i)) is not None for i in range(3)), 60)
+        assert a.counters.background_failures == 1 and not broken
+        await a.remember("q", [{"id": mid(9), "content": "y", "vector": vec(9)}], ack=AckLevel.ALL)
+        assert b.get("q", mid(9)) is not None and not c.stopped[0].is_set()
+        nursery.cancel_scope.cancel()

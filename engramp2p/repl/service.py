@@ -791,7 +791,7 @@ class Replication:
         while True:
             await self._meta_dirty.wait()
             self._meta_dirty = trio.Event()
-            await self._publish_meta()
+            await self._background("metadata", "hosted spaces", self._publish_meta)
             await trio.sleep(0.5)  # coalesce bursts (a space with many shards placed at once)
 
     async def _publish_meta(self) -> None:
@@ -1256,20 +1256,26 @@ class Replication:
                 for key in pending:
                     self._nudge(key, peer, "push skipped")
                 continue
-            for key, entries in pending.items():
-                # Writes whose commits finished together may have queued in any order (trio does not
-                # promise FIFO wake-ups); in seq order the receiver applies them instead of buffering.
-                entries.sort(key=_dot_key)
-                for chunk in _chunks(entries, PUSH_BUDGET):
-                    self.counters.pushes_out += 1
-                    reply = await self._request(m.addr, PushEntries(key[0], key[1], chunk))
-                    if isinstance(reply, PushAck):
-                        self._on_ack(peer, key, reply)
-                        self._reachable(key, peer)
-                    else:
-                        self.counters.push_failures += 1
-                        self._nudge(key, peer, "push failed")
-                        break  # later chunks would only sit in its reorder buffer
+            if not await self._background("push", self._name(peer), self._push_batch, peer, m.addr, pending):
+                for key in pending:  # the entries are durable here: anti-entropy carries them instead
+                    self._nudge(key, peer, "push error")
+
+    async def _push_batch(self, peer: bytes, addr: Addr, pending: dict[ShardKey, list[Entry]]) -> None:
+        """Send one peer what queued for it, shard by shard, in seq order and budget-sized chunks."""
+        for key, entries in pending.items():
+            # Writes whose commits finished together may have queued in any order (trio does not
+            # promise FIFO wake-ups); in seq order the receiver applies them instead of buffering.
+            entries.sort(key=_dot_key)
+            for chunk in _chunks(entries, PUSH_BUDGET):
+                self.counters.pushes_out += 1
+                reply = await self._request(addr, PushEntries(key[0], key[1], chunk))
+                if isinstance(reply, PushAck):
+                    self._on_ack(peer, key, reply)
+                    self._reachable(key, peer)
+                else:
+                    self.counters.push_failures += 1
+                    self._nudge(key, peer, "push failed")
+                    break  # later chunks would only sit in its reorder buffer
 
     def _reachable(self, key: ShardKey, peer: bytes) -> None:
         """A peer answered after failed syncs (a partition healed before SWIM even suspected it):

@@ -62,11 +62,22 @@ def wait_for(pred: Callable[[], T], timeout: float, what: str, step: float = 0.1
 
 
 class Agent:
-    def __init__(self, name: str, data_dir: Path, key: str, join: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        data_dir: Path,
+        key: str,
+        join: list[str] | None = None,
+        *,
+        config: Path | None = None,
+        client_timeout: float = 5.0,
+    ) -> None:
         self.name = name
         self.data_dir = data_dir
         self.key = key
         self.join = join or []
+        self.config = config
+        self.client_timeout = client_timeout
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{name}.log"
@@ -78,6 +89,8 @@ class Agent:
     def start(self) -> Agent:
         argv = [sys.executable, "-m", "engramp2p", "agent", "--name", self.name, "--bind", self.addr,
                 "--data-dir", str(self.data_dir), "--profile", "local", "--key", self.key, "--log-level", "debug"]
+        if self.config is not None:
+            argv += ["--config", str(self.config)]
         for seed in self.join:
             argv += ["--join", seed]
         log = open(self.log_path, "ab")  # noqa: SIM115 -- owned by the child for its lifetime
@@ -87,10 +100,10 @@ class Agent:
             log.close()
         return self
 
-    def client(self) -> Any:
+    def client(self, timeout: float | None = None) -> Any:
         from engramp2p.api.client import Client, control_path
 
-        return Client(control_path(self.data_dir), timeout=5.0)
+        return Client(control_path(self.data_dir), timeout=self.client_timeout if timeout is None else timeout)
 
     def call(self, fn: Callable[[Any], T]) -> T:
         with self.client() as c:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import Any
 
 import pytest
 import trio
-from agent_procs import REPO, Agent, cli, env, wait_for
+from agent_procs import Agent, cli, wait_for
 
 from engramp2p.api.client import AsyncClient, Client, ClientError, control_path
 from engramp2p.net.seal import encode_key, generate_key
@@ -54,24 +52,7 @@ class ReplAgent(Agent):
     """An ``Agent`` started with a config file (fast anti-entropy, fault injection on)."""
 
     def __init__(self, name: str, data_dir: Path, key: str, config: Path, join: list[str] | None = None) -> None:
-        super().__init__(name, data_dir, key, join)
-        self.config = config
-
-    def start(self) -> ReplAgent:
-        argv = [sys.executable, "-m", "engramp2p", "agent", "--config", str(self.config), "--name", self.name,
-                "--bind", self.addr, "--data-dir", str(self.data_dir), "--profile", "local", "--key", self.key,
-                "--log-level", "debug"]
-        for seed in self.join:
-            argv += ["--join", seed]
-        log = open(self.log_path, "ab")  # noqa: SIM115 -- owned by the child for its lifetime
-        try:
-            self.proc = subprocess.Popen(argv, cwd=REPO, env=env(), stdout=log, stderr=subprocess.STDOUT)
-        finally:
-            log.close()
-        return self
-
-    def client(self, timeout: float = 30.0) -> Client:
-        return Client(control_path(self.data_dir), timeout=timeout)
+        super().__init__(name, data_dir, key, join, config=config, client_timeout=30.0)
 
     def space_info(self, space: str) -> dict[str, Any]:
         """``engramp2p space info --json`` exactly as an operator runs it."""

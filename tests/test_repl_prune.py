@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from test_repl_service import DIM, Cluster, mid, store_on_the_loop, until, vec  # noqa: F401 (autouse fixture)
+from test_repl_service import DIM, memnet_cluster, mid, store_on_the_loop, until, vec  # noqa: F401 (autouse fixture)
 
 from engramp2p.crdt.entry import Dot
-from engramp2p.net.memnet import MemNet
 from engramp2p.repl.messages import AckLevel
 from engramp2p.repl.placement import shard_of
 from engramp2p.repl.service import Replication, ReplicationError
@@ -51,10 +50,7 @@ def per_peer(r: Replication, peer: bytes) -> list[str]:
 
 async def test_left_and_reaped_members_are_forgotten_failed_ones_are_not(
         autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
-    net = MemNet(seed=21, delay=0.001)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        c = Cluster(nursery, net, tmp_path)
+    async with memnet_cluster(tmp_path, seed=21) as c:
         for i in range(4):
             await c.start(i, REAP)
         await c.converged(4)
@@ -88,15 +84,11 @@ async def test_left_and_reaped_members_are_forgotten_failed_ones_are_not(
         assert push_tasks(a) == {f"repl push {c.repl[1].node_id.hex()}"}
         assert not c.stopped[0].is_set()
         await until(lambda: c.repl[1].get("p", mid(11)) is not None)
-        nursery.cancel_scope.cancel()
 
 
 async def test_writes_queued_for_a_failed_member_reach_it_when_it_recovers(
         autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
-    net = MemNet(seed=22, delay=0.001)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        c = Cluster(nursery, net, tmp_path)
+    async with memnet_cluster(tmp_path, seed=22) as c:
         for i in range(3):
             await c.start(i, rebalance_delay=600.0)  # it stays placed while down
         await c.converged(3)
@@ -129,7 +121,6 @@ async def test_writes_queued_for_a_failed_member_reach_it_when_it_recovers(
         await until(lambda: d.ready.is_set() and all(d.get("q", m) is not None for m in [mid(0), *while_down]))
         assert a._outboxes[d_id] is box
         assert not c.stopped[0].is_set()
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_failed_background_load_is_counted_and_retried(
@@ -137,10 +128,7 @@ async def test_a_failed_background_load_is_counted_and_retried(
     """A commit fails, so the shard is reloaded from the store in the background; that load fails too
     (``disk I/O error``). The agent keeps running, counts it, does not take the shard for loaded (nor
     restart it empty), and a later placement pass loads it with everything it held."""
-    net = MemNet(seed=23, delay=0.001)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        c = Cluster(nursery, net, tmp_path)
+    async with memnet_cluster(tmp_path, seed=23) as c:
         a = await c.start(0)
         await c.converged(1)
         await a.create_space("notes", DIM, replicas=1)
@@ -176,17 +164,13 @@ async def test_a_failed_background_load_is_counted_and_retried(
         assert await a.forget("notes", mid(0)) == Dot(a.node_id, 6)  # our sequence goes on from the stored log
         assert a.counters.background_failures == 1 and a.counters.commit_failures == 1
         assert not c.stopped[0].is_set()
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_failed_drop_is_retried(
         autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The old host of a moved shard fails to drop it (``database is locked``): it keeps the shard,
     counts the failure, stays up, and drops it on a later hand-off check."""
-    net = MemNet(seed=24, delay=0.001)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        c = Cluster(nursery, net, tmp_path)
+    async with memnet_cluster(tmp_path, seed=24) as c:
         a = await c.start(0)
         await c.converged(1)
         await a.create_space("h", DIM, shards=16, replicas=1)  # node ids are random: 16 makes a move certain
@@ -223,17 +207,13 @@ async def test_a_failed_drop_is_retried(
             owner = a if a.node_id in a.placement[("h", shard_of(m, 16))] else b
             assert owner.get("h", m) is not None
         assert not c.stopped[0].is_set()
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_push_that_raises_is_counted_and_anti_entropy_delivers(
         autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An unexpected error while pushing to a peer (a bug, not a network failure) ends neither the push
     task nor the agent: it is counted, and the entries reach the peer by anti-entropy."""
-    net = MemNet(seed=25, delay=0.001)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        c = Cluster(nursery, net, tmp_path)
+    async with memnet_cluster(tmp_path, seed=25) as c:
         for i in range(2):
             await c.start(i)
         await c.converged(2)
@@ -255,4 +235,3 @@ async def test_a_push_that_raises_is_counted_and_anti_entropy_delivers(
         assert a.counters.background_failures == 1 and not broken
         await a.remember("q", [{"id": mid(9), "content": "y", "vector": vec(9)}], ack=AckLevel.ALL)
         assert b.get("q", mid(9)) is not None and not c.stopped[0].is_set()
-        nursery.cancel_scope.cancel()

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from test_repl_service import DIM, Cluster, digests, mid, store_on_the_loop, until, vec  # noqa: F401 (autouse fixture)
+from test_repl_service import DIM, digests, memnet_cluster, mid, store_on_the_loop, until, vec  # noqa: F401 (autouse fixture)
 
 from engramp2p.crdt.entry import Dot
-from engramp2p.net.memnet import MemNet
 from engramp2p.repl.messages import AckLevel
 from engramp2p.repl.placement import score
 from engramp2p.repl.service import Replication
@@ -50,10 +49,7 @@ async def test_shard_placed_back_after_a_drop_does_not_fork_our_origin(
     forks, every acknowledged write is everywhere, and n1's own chain continues where it was."""
     slow_drop = when == "during-drop"
     _identities(tmp_path)
-    net = MemNet(seed=31, delay=0.001)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        c = Cluster(nursery, net, tmp_path)
+    async with memnet_cluster(tmp_path, seed=31) as c:
         for i in range(3):
             await c.start(i)
         await c.converged(3)
@@ -148,4 +144,3 @@ async def test_shard_placed_back_after_a_drop_does_not_fork_our_origin(
             assert await store.call(store.store.memory_count, SPACE, 0) == len(acked)
         if when == "after-restart":  # what a knew of its writes to the dropped shard came from its store
             assert a._own_seq[KEY] == before
-        nursery.cancel_scope.cancel()

@@ -9,7 +9,8 @@ anti-entropy with nothing lost, and no acknowledgement ever precedes the commit 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,16 @@ class Cluster:
         await until(alive)
 
 
+@asynccontextmanager
+async def memnet_cluster(tmp: Path, *, seed: int) -> AsyncIterator[Cluster]:
+    """A ``Cluster`` on a fresh ``MemNet`` (1 ms links); its nodes and the network stop on exit."""
+    net = MemNet(seed=seed, delay=0.001)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.run)
+        yield Cluster(nursery, net, tmp)
+        nursery.cancel_scope.cancel()
+
+
 async def until(pred: Callable[[], bool], timeout: float = 60.0) -> None:
     """Poll ``pred`` in virtual time; fail if it does not hold within ``timeout`` virtual seconds."""
     with trio.fail_after(timeout):
@@ -137,10 +148,7 @@ def digests(c: Cluster, space: str) -> dict[int, dict[int, str]]:
 
 
 async def test_write_at_one_read_at_others_and_edges(autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
-    net = MemNet(seed=1, delay=0.001)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        c = Cluster(nursery, net, tmp_path)
+    async with memnet_cluster(tmp_path, seed=1) as c:
         for i in range(3):
             await c.start(i)
         await c.converged(3)
@@ -177,14 +185,10 @@ async def test_write_at_one_read_at_others_and_edges(autojump_clock: trio.testin
         assert sum(row.memories for row in info.shards) == 19
         assert all(row.lag == 0 and sorted(row.hosts) == ["n0", "n1", "n2"] for row in info.shards)
         assert [p.shard for p in info.placement] == [0, 1]
-        nursery.cancel_scope.cancel()
 
 
 async def test_forward_from_non_host_and_ack_timeout(autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
-    net = MemNet(seed=2, delay=0.001)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        c = Cluster(nursery, net, tmp_path)
+    async with memnet_cluster(tmp_path, seed=2) as c:
         for i in range(3):
             await c.start(i, fault_injection=i != 1)
         await c.converged(3)
@@ -213,14 +217,10 @@ async def test_forward_from_non_host_and_ack_timeout(autojump_clock: trio.testin
         # quorum (2 of 3) still succeeds: n1 answers.
         await c.repl[0].remember("three", [{"content": "y", "vector": vec(2)}], ack=AckLevel.QUORUM)
         c.repl[0].fault_heal()
-        nursery.cancel_scope.cancel()
 
 
 async def test_partition_and_heal_converges(autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
-    net = MemNet(seed=3, delay=0.001)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        c = Cluster(nursery, net, tmp_path)
+    async with memnet_cluster(tmp_path, seed=3) as c:
         for i in range(3):
             await c.start(i, fault_injection=True)
         await c.converged(3)
@@ -250,15 +250,11 @@ async def test_partition_and_heal_converges(autojump_clock: trio.testing.MockClo
         for r in c.repl.values():
             [(dst, w, conf, writers)] = r.edges("p", mid(1))
             assert (dst, w, writers) == (mid(2), 0.9, [b.node_id])
-        nursery.cancel_scope.cancel()
 
 
 async def test_durable_before_ack_and_restart(autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
     """Every acknowledged write is in SQLite when the ack returns, and a restarted peer still has it."""
-    net = MemNet(seed=4, delay=0.001)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        c = Cluster(nursery, net, tmp_path)
+    async with memnet_cluster(tmp_path, seed=4) as c:
         a = await c.start(0)
         b = await c.start(1)
         await c.converged(2)
@@ -289,17 +285,13 @@ async def test_durable_before_ack_and_restart(autojump_clock: trio.testing.MockC
         assert all(b2.get("d", m) is not None for m in ids + [mid(i) for i in range(5)])
         await a.remember("d", [{"id": mid(99), "content": "later", "vector": vec(99)}])
         await until(lambda: b2.get("d", mid(99)) is not None)
-        nursery.cancel_scope.cancel()
     with Store.open(tmp_path / "n1") as s:
         assert s.memory_count("d", shard_of(mid(99), 1)) == 46
 
 
 async def test_control_commands(autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
     """The handlers behind ``space``/``remember``/``get``/``edges``/``fault`` on the control socket."""
-    net = MemNet(seed=5, delay=0.001)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        c = Cluster(nursery, net, tmp_path)
+    async with memnet_cluster(tmp_path, seed=5) as c:
         a = await c.start(0)
         b = await c.start(1)
         await c.converged(2)
@@ -333,17 +325,13 @@ async def test_control_commands(autojump_clock: trio.testing.MockClock, tmp_path
         with pytest.raises(CommandError, match="fault injection is disabled"):
             await hb["fault_drop"](FaultDrop(peers=["n0"]))
         assert {s.name for s in (await hb["space_list"](ApiSpaceList())).spaces} == {"cli", "fresh"}
-        nursery.cancel_scope.cancel()
 
 
 async def test_new_hosts_catch_up_and_old_hosts_hand_off(autojump_clock: trio.testing.MockClock,
                                                           tmp_path: Path) -> None:
     """Members joining move shards (rendezvous): each new host catches up by anti-entropy, and the old
     host drops its copy only once the new host's version vector covers it -- nothing is lost."""
-    net = MemNet(seed=6, delay=0.001)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        c = Cluster(nursery, net, tmp_path)
+    async with memnet_cluster(tmp_path, seed=6) as c:
         a = await c.start(0)
         await c.start(1)
         await c.converged(2)
@@ -379,7 +367,6 @@ async def test_new_hosts_catch_up_and_old_hosts_hand_off(autojump_clock: trio.te
             store = c.nodes[i].store
             assert store is not None
             assert set(await store.hosted_shards()) == set(r.hosted)
-        nursery.cancel_scope.cancel()
 
 
 def test_fault_peer_resolution_and_filter() -> None:
@@ -411,10 +398,7 @@ async def test_conflicting_descriptors_resolve_and_writes_move(autojump_clock: t
     """Two sides of a partition create one space with different shard counts and write to it. After the
     heal one descriptor wins everywhere and the losing side re-issues its writes where the winner places
     them: every memory is found by id routing on every peer."""
-    net = MemNet(seed=7, delay=0.001)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        c = Cluster(nursery, net, tmp_path)
+    async with memnet_cluster(tmp_path, seed=7) as c:
         a = await c.start(0, fault_injection=True)
         b = await c.start(1, fault_injection=True)
         await c.converged(2)
@@ -447,7 +431,6 @@ async def test_conflicting_descriptors_resolve_and_writes_move(autojump_clock: t
         for r in (a, b):
             assert [dst for dst, *_ in r.edges("x", left[0])] == [left[1]]
             assert [dst for dst, *_ in r.edges("x", right[0])] == [right[1]]
-        nursery.cancel_scope.cancel()
 
 
 async def test_peer_answering_with_an_unstorable_descriptor_does_not_stop_the_agent(
@@ -455,10 +438,7 @@ async def test_peer_answering_with_an_unstorable_descriptor_does_not_stop_the_ag
     """A descriptor push-pull answer is bytes from the network: one whose ``created_hlc`` the store
     cannot hold is ignored, and the asking node keeps running (it used to raise OverflowError out of
     the descriptor task and take the agent down)."""
-    net = MemNet(seed=11, delay=0.001)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        c = Cluster(nursery, net, tmp_path)
+    async with memnet_cluster(tmp_path, seed=11) as c:
         a = await c.start(0)
         b = await c.start(1)
         await c.converged(2)
@@ -473,7 +453,6 @@ async def test_peer_answering_with_an_unstorable_descriptor_does_not_stop_the_ag
         await trio.sleep(1.0)
         assert not c.stopped[0].is_set()
         await a.create_space("fine", DIM, replicas=2)
-        nursery.cancel_scope.cancel()
 
 
 async def test_failed_commit_of_a_newly_hosted_shard_does_not_stop_the_agent(
@@ -481,10 +460,7 @@ async def test_failed_commit_of_a_newly_hosted_shard_does_not_stop_the_agent(
     """A shard newly placed on us is persisted by a background commit; if that commit fails (a full
     disk), the failure is logged and counted and the shard reloaded -- it must not escape the task and
     stop the agent."""
-    net = MemNet(seed=12, delay=0.001)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        c = Cluster(nursery, net, tmp_path)
+    async with memnet_cluster(tmp_path, seed=12) as c:
         a = await c.start(0)
         await c.converged(1)
         assert a.store is not None
@@ -504,7 +480,6 @@ async def test_failed_commit_of_a_newly_hosted_shard_does_not_stop_the_agent(
         assert not c.stopped[0].is_set()
         assert await a.remember("notes", [{"id": mid(1), "content": "m", "vector": vec(1)}]) == [mid(1)]
         assert a.get("notes", mid(1)) is not None
-        nursery.cancel_scope.cancel()
 
 
 async def test_an_error_inside_a_sync_round_fails_that_round_only(
@@ -513,10 +488,7 @@ async def test_an_error_inside_a_sync_round_fails_that_round_only(
     a failed round, like the inbound handlers do; it must not escape the round's task and stop the agent."""
     import engramp2p.repl.service as service
 
-    net = MemNet(seed=13, delay=0.001)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        c = Cluster(nursery, net, tmp_path)
+    async with memnet_cluster(tmp_path, seed=13) as c:
         a = await c.start(0)
         b = await c.start(1)
         await c.converged(2)
@@ -541,7 +513,6 @@ async def test_an_error_inside_a_sync_round_fails_that_round_only(
         armed[0] = False
         assert await b.remember("notes", [{"id": mid(1), "content": "m", "vector": vec(1)}],
                                 ack=AckLevel.ALL) == [mid(1)]
-        nursery.cancel_scope.cancel()
 
 
 async def test_forwarded_associate_is_not_retried_at_another_host_after_no_answer(
@@ -550,10 +521,7 @@ async def test_forwarded_associate_is_not_retried_at_another_host_after_no_answe
     """An unanswered forward may have been committed: an associate re-sent to the second host would add
     a second writer's slot (and raise the edge's noisy-OR confidence), so it fails instead; a remember,
     idempotent by id, goes on to the next host."""
-    net = MemNet(seed=5, delay=0.001)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        c = Cluster(nursery, net, tmp_path)
+    async with memnet_cluster(tmp_path, seed=5) as c:
         for i in range(3):
             await c.start(i, fault_injection=True)
         await c.converged(3)
@@ -583,4 +551,3 @@ async def test_forwarded_associate_is_not_retried_at_another_host_after_no_answe
         assert first.ok and again == first
         [(_dst, _w, conf, writers)] = host.edges("two", mid(4))
         assert writers == [host.node_id] and conf == pytest.approx(0.5)
-        nursery.cancel_scope.cancel()
